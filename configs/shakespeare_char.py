@@ -1,0 +1,50 @@
+"""nanoGPT's train_shakespeare_char: a character-level GPT on tiny shakespeare.
+
+Command:   python -m pretrain.main --config configs/shakespeare_char.py[:cpu] \
+             --config.data.path ../shared/data/tinyshakespeare/input.txt --workdir runs/shakespeare
+Hardware:  default: one GPU (6 layers, 6 heads, width 384, context 256, batch 64, 5000 steps);
+           :cpu: the CPU command of nanoGPT's README, 2000 steps on a 2-core CPU.
+Expected:  default val loss ~1.47 (nanoGPT); :cpu val loss <= 1.88 (nanoGPT: 1.8857 at 2000 iters).
+Data:      the first 90% of the characters train, the last 10% validate, as in nanoGPT.
+"""
+from configs import base
+
+
+def get_config(variant=None):
+  c = base.get_config()
+  c.data.name = "text"
+  c.data.path = "data/tinyshakespeare/input.txt"
+  c.data.tokenizer = "char"
+  c.data.val_fraction = 0.1
+  c.model.num_layers = 6
+  c.model.num_heads = 6
+  c.model.width = 384
+  c.model.context = 256
+  c.model.dropout = 0.2
+  c.model.bias = False
+  c.optim.lr = 1e-3
+  c.optim.min_lr = 1e-4
+  c.optim.warmup_steps = 100
+  c.optim.beta2 = 0.99
+  c.optim.weight_decay = 0.1
+  c.optim.grad_clip = 1.0
+  c.train.steps = 5000
+  c.train.batch_size = 64
+  c.train.log_every = 10
+  c.train.eval_every = 250
+  c.train.checkpoint_every = 250
+  c.eval.batches = 200
+  if variant == "cpu":
+    c.model.num_layers = 4
+    c.model.num_heads = 4
+    c.model.width = 128
+    c.model.context = 64
+    c.model.dropout = 0.0
+    c.train.batch_size = 12
+    c.train.steps = 2000
+    c.optim.decay_steps = 2000
+    c.train.log_every = 50
+    c.eval.batches = 20
+  elif variant:
+    raise KeyError(f"unknown variant {variant!r}; use configs/shakespeare_char.py or :cpu")
+  return c

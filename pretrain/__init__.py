@@ -1,0 +1,1 @@
+"""pretrain: likelihood pretraining and fine-tuning in JAX (Flax linen, Optax, Orbax, TFDS)."""

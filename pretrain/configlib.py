@@ -1,0 +1,153 @@
+"""Loading ml_collections config files, applying `--config.a.b=value` overrides, and validation.
+
+Every config file builds on `configs/base.py`, whose ConfigDict is locked, so a misspelt key in a file
+or on the command line is an error instead of a silently ignored setting.
+"""
+import ast
+import importlib.util
+import json
+import os
+
+import ml_collections
+
+from pretrain.errors import ConfigError
+
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+
+def load(spec: str, overrides: list[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
+  """Loads `path/to/file.py[:variant]` and applies (dotted key, string value) overrides."""
+  path, _, variant = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file {path!r} does not exist; pass --config configs/NAME.py[:VARIANT]")
+  module_spec = importlib.util.spec_from_file_location(f"_config_{abs(hash(path))}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  try:
+    config = module.get_config(variant or None)
+  except KeyError as e:  # an unknown variant, or a key missing from base.py
+    raise ConfigError(f"{path}: {e.args[0] if e.args else e}") from None
+  for key, value in overrides:
+    set_value(config, key, value)
+  return config
+
+
+def set_value(config: ml_collections.ConfigDict, key: str, text: str) -> None:
+  """Sets a dotted key from its command-line text, parsed to the type the key already has."""
+  *parents, leaf = key.split(".")
+  node = config
+  for i, name in enumerate(parents):
+    if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+      raise ConfigError(_unknown(config, ".".join(parents[:i + 1])))
+    node = node[name]
+  if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+    raise ConfigError(_unknown(config, key))
+  field = node.get_ref(leaf) if hasattr(node, "get_ref") else None
+  kind = field.get_type() if field is not None else type(node[leaf])
+  value = _parse(key, text, kind, node[leaf])
+  with node.ignore_type():
+    node[leaf] = value
+
+
+def _unknown(config, key):
+  parent = key.rpartition(".")[0]
+  node = config
+  for name in filter(None, parent.split(".")):
+    node = node.get(name) if isinstance(node, ml_collections.ConfigDict) else None
+  known = ", ".join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict) else ""
+  hint = f"; keys under {parent or 'the config'}: {known}" if known else ""
+  return f"unknown config key --config.{key}{hint}"
+
+
+def _parse(key, text, kind, current):
+  where = f"--config.{key}={text!r}"
+  if kind is bool:
+    if text.lower() in _TRUE:
+      return True
+    if text.lower() in _FALSE:
+      return False
+    raise ConfigError(f"{where}: expected true or false")
+  if kind is int:
+    try:
+      return int(text)
+    except ValueError:
+      raise ConfigError(f"{where}: expected an integer") from None
+  if kind is float:
+    try:
+      return float(text)
+    except ValueError:
+      raise ConfigError(f"{where}: expected a number") from None
+  if kind is str:
+    return text
+  if kind in (tuple, list):
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not isinstance(value, (tuple, list)):
+      value = (value,)
+    return kind(value)
+  if isinstance(current, ml_collections.ConfigDict):
+    raise ConfigError(f"{where}: {key} is a group of settings; set one of its keys instead")
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(json.loads(text))
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def validate(config, *, num_devices: int) -> None:
+  """Checks that need no data and no compilation; each failure names the key and the fix."""
+  m, t, o = config.model, config.train, config.optim
+  positive = {"model.num_layers": m.num_layers, "model.num_heads": m.num_heads, "model.width": m.width,
+              "model.context": m.context, "train.steps": t.steps, "train.batch_size": t.batch_size,
+              "train.steps_per_call": t.steps_per_call, "optim.accum_steps": o.accum_steps,
+              "train.log_every": t.log_every, "train.eval_every": t.eval_every,
+              "train.checkpoint_every": t.checkpoint_every, "train.keep_checkpoints": t.keep_checkpoints}
+  for key, value in positive.items():
+    if value <= 0:
+      raise ConfigError(f"--config.{key}={value} must be positive")
+  if m.width % m.num_heads:
+    raise ConfigError(f"model.num_heads={m.num_heads} does not divide model.width={m.width}; "
+                      f"pick heads among {[h for h in range(1, m.width + 1) if m.width % h == 0][:12]}")
+  if not 0 <= m.dropout < 1:
+    raise ConfigError(f"model.dropout={m.dropout} must be in [0, 1)")
+  if not 0 <= config.data.val_fraction < 1:
+    raise ConfigError(f"data.val_fraction={config.data.val_fraction} must be in [0, 1)")
+  if o.lr <= 0 or o.min_lr < 0:
+    raise ConfigError(f"optim.lr={o.lr} must be > 0 and optim.min_lr={o.min_lr} >= 0")
+  if t.batch_size % num_devices:
+    raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by the {num_devices} devices; "
+                      f"use a multiple of {num_devices}")
+  if (t.batch_size // num_devices) % o.accum_steps:
+    raise ConfigError(f"optim.accum_steps={o.accum_steps} does not divide the per-device batch "
+                      f"{t.batch_size // num_devices}; pick a divisor of it")
+  eval_batch = config.eval.batch_size or t.batch_size
+  if eval_batch % num_devices:
+    raise ConfigError(f"eval.batch_size={eval_batch} is not divisible by the {num_devices} devices")
+  k = t.steps_per_call
+  for key in ("log_every", "eval_every", "checkpoint_every", "steps"):
+    if t[key] % k:
+      raise ConfigError(f"train.{key}={t[key]} is not a multiple of train.steps_per_call={k}; "
+                        f"use a multiple of {k} or set --config.train.steps_per_call=1")
+  if config.data.name == "text" and config.data.path and not os.path.exists(config.data.path):
+    raise ConfigError(f"data.path={config.data.path!r} does not exist; set --config.data.path to a text file or "
+                      "directory")

@@ -1,0 +1,125 @@
+"""Datasets as the trainer sees them: prepared with TFDS, read through array_record data sources."""
+import dataclasses
+import os
+
+import numpy as np
+
+from pretrain.data import builders, catalog
+from pretrain.data.batching import Records, TokenStream, eval_batches, num_eval_batches, train_batch
+from pretrain.errors import ConfigError, DataError
+
+__all__ = ["Dataset", "load", "train_batch", "eval_batches", "num_eval_batches", "TokenStream", "Records"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  name: str
+  train: TokenStream | Records
+  val: TokenStream | Records
+  vocab_size: int  # Token ids are in [0, vocab_size); includes BOS where there is one.
+  num_classes: int = 0  # Labels are in [0, num_classes) when the data is labeled.
+  vocab: str | None = None  # Char vocabulary (id -> character) for decoding; None for bytes.
+  metadata: dict = dataclasses.field(default_factory=dict)
+
+  def encode(self, text: str) -> np.ndarray:
+    if self.vocab is None:
+      return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int32)
+    index = {c: i for i, c in enumerate(self.vocab)}
+    missing = sorted(set(text) - set(index))
+    if missing:
+      raise DataError(f"characters {''.join(missing)!r} are not in the dataset's vocabulary")
+    return np.array([index[c] for c in text], dtype=np.int32)
+
+  def decode(self, ids) -> str:
+    if self.vocab is None:
+      return bytes(int(i) for i in ids if i < 256).decode("utf-8", errors="replace")
+    return "".join(self.vocab[int(i)] for i in ids if i < len(self.vocab))
+
+
+def seq_len(dataset: Dataset, context: int) -> int:
+  """Tokens the model reads per example: the context for streams, the record length otherwise."""
+  if isinstance(dataset.train, TokenStream):
+    return context
+  length = dataset.train.fields["tokens"].shape[1] - 1
+  if length > context:
+    raise ConfigError(f"sequences have {length} tokens but model.context={context}; "
+                      f"set --config.model.context={length} or more")
+  return length
+
+
+def load(config) -> Dataset:
+  """Prepares (once) and loads the dataset `config.data` names, both splits, into host memory."""
+  d = config.data
+  data_dir = builders.default_data_dir(d.data_dir)
+  if d.name == "markov":
+    m = d.markov.to_dict()
+    builder = builders.prepare(builders.MarkovSequences, data_dir, **m)
+    meta = dict(builder.info.metadata)
+    bos = m["vocab_size"]  # Prepended to every sequence so the model predicts all of its tokens.
+    splits = [_records(builder, s, bos=bos) for s in (d.train_split, d.val_split)]
+    return Dataset("markov", *splits, vocab_size=m["vocab_size"] + 1, num_classes=m["num_sources"], metadata=meta)
+  if d.name == "text":
+    if not d.path:
+      raise DataError("data.name=text needs a file or directory: set --config.data.path=PATH")
+    if not os.path.exists(d.path):
+      raise DataError(f"data path {d.path!r} does not exist; set --config.data.path to a text file or directory")
+    builder = builders.prepare(builders.TextFiles, data_dir, path=os.path.realpath(d.path), tokenizer=d.tokenizer,
+                               val_fraction=d.val_fraction, fingerprint=builders.text_fingerprint(d.path))
+    meta = dict(builder.info.metadata)
+    splits = [_stream(builder, s) for s in (d.train_split, d.val_split)]
+    return Dataset(f"text:{d.path}", *splits, vocab_size=meta["vocab_size"], vocab=meta.get("vocab"), metadata=meta)
+  builder = catalog.load_builder(d.name, data_dir)
+  return _from_catalog(d, builder)
+
+
+def _source(builder, split):
+  try:
+    return builder.as_data_source(split=split)
+  except Exception as e:
+    raise DataError(f"cannot read split {split!r} of {builder.name} in {builder.data_dir}: {e}; "
+                    "delete that folder to prepare it again") from None
+
+
+def _read_all(source, split, builder):
+  try:
+    return source.__getitems__(list(range(len(source))))
+  except Exception as e:
+    raise DataError(f"split {split!r} of {builder.name} in {builder.data_dir} is corrupt ({type(e).__name__}); "
+                    "delete that folder to prepare it again") from None
+
+
+def _stream(builder, split) -> TokenStream:
+  source = _source(builder, split)
+  chunks = _read_all(source, split, builder)
+  return TokenStream(np.concatenate([c["tokens"] for c in chunks]).astype(np.int32))
+
+
+def _records(builder, split, bos=None) -> Records:
+  source = _source(builder, split)
+  rows = _read_all(source, split, builder)
+  if not rows:
+    raise DataError(f"split {split!r} of {builder.name} is empty")
+  fields = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+  if bos is not None:
+    tokens = fields["tokens"]
+    fields["tokens"] = np.concatenate([np.full((len(tokens), 1), bos, tokens.dtype), tokens], axis=1)
+  if "label" in fields:
+    fields["label"] = fields["label"].astype(np.int32)
+  return Records(fields)
+
+
+def _from_catalog(d, builder) -> Dataset:
+  features = builder.info.features
+  if "text" in features:
+    texts = [r["text"] for r in _read_all(_source(builder, d.train_split), d.train_split, builder)]
+    val_texts = [r["text"] for r in _read_all(_source(builder, d.val_split), d.val_split, builder)]
+    as_bytes = lambda ts: b"".join(t if isinstance(t, bytes) else str(t).encode() for t in ts)
+    train_b, val_b = as_bytes(texts), as_bytes(val_texts)
+    if d.tokenizer == "byte":
+      enc = lambda b: np.frombuffer(b, np.uint8).astype(np.int32)
+      return Dataset(d.name, TokenStream(enc(train_b)), TokenStream(enc(val_b)), vocab_size=256)
+    vocab = "".join(sorted(set(train_b.decode()) | set(val_b.decode())))
+    index = {c: i for i, c in enumerate(vocab)}
+    enc = lambda b: np.array([index[c] for c in b.decode()], np.int32)
+    return Dataset(d.name, TokenStream(enc(train_b)), TokenStream(enc(val_b)), vocab_size=len(vocab), vocab=vocab)
+  raise DataError(f"TFDS dataset {d.name!r} has features {sorted(features)}; this loader reads 'text' datasets")

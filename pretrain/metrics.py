@@ -1,0 +1,82 @@
+"""Where numbers go: DIR/metrics.jsonl (one JSON line per log or eval), TensorBoard events, console."""
+import json
+import math
+import os
+import sys
+
+import numpy as np
+
+
+def summarize_eval(per_batch: list[dict]) -> dict:
+  """Host-side division of the eval sums: mean nats/token, bits/token, perplexity and the standard
+  error of the mean over eval batches."""
+  loss_sum = sum(float(b["loss_sum"]) for b in per_batch)
+  count = sum(float(b["count"]) for b in per_batch)
+  loss = loss_sum / max(count, 1.0)
+  means = np.array([float(b["loss_sum"]) / float(b["count"]) for b in per_batch if float(b["count"]) > 0])
+  sem = float(means.std(ddof=1) / math.sqrt(len(means))) if len(means) > 1 else 0.0
+  out = {"loss": loss, "loss_sem": sem, "bits_per_token": loss / math.log(2), "perplexity": math.exp(min(loss, 700)),
+         "count": count}
+  if "correct" in per_batch[0]:
+    out["accuracy"] = sum(float(b["correct"]) for b in per_batch) / max(count, 1.0)
+  return out
+
+
+class MetricWriter:
+  """Only the writing process (process 0) writes; the others call it as a no-op."""
+
+  def __init__(self, workdir: str, *, enabled: bool = True):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if enabled:
+      from tensorboardX import SummaryWriter  # Imported lazily: only the writing process needs it.
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
+
+  def truncate_after(self, step: int) -> None:
+    """Drops lines past `step`: a resumed run recomputes them, so each step is logged once."""
+    if not self.enabled or not os.path.exists(self.path):
+      return
+    kept = []
+    for line in open(self.path):
+      try:
+        if json.loads(line).get("step", 0) <= step:
+          kept.append(line)
+      except ValueError:
+        pass  # A line cut short by a kill.
+    with open(self.path + ".tmp", "w") as f:
+      f.writelines(kept)
+    os.replace(self.path + ".tmp", self.path)
+
+  def write(self, step: int, split: str, metrics: dict) -> None:
+    if not self.enabled:
+      return
+    row = {"step": int(step), "split": split, **{k: _plain(v) for k, v in metrics.items()}}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    for k, v in row.items():
+      if k not in ("step", "split") and isinstance(v, (int, float)):
+        self._tb.add_scalar(f"{split}/{k}", v, step)
+
+  def console(self, text: str) -> None:
+    if self.enabled:
+      print(text, file=sys.stdout, flush=True)
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def _plain(v):
+  if isinstance(v, (np.floating, np.integer)):
+    return v.item()
+  if isinstance(v, np.ndarray) and v.size == 1:
+    return v.item()
+  return v
+
+
+def format_duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

@@ -1,0 +1,58 @@
+"""Model families. `build(config, dataset)` returns a flax module and the FLOPs it costs per token."""
+import dataclasses
+import math
+from typing import Any
+
+import jax.numpy as jnp
+
+from pretrain.errors import ConfigError
+from pretrain.models import gpt
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+  vocab_size: int
+  context: int
+  num_layers: int
+  num_heads: int
+  width: int
+  mlp_ratio: int = 4
+  dropout: float = 0.0
+  bias: bool = False
+  tie_embeddings: bool = True
+  gelu_approximate: bool = False
+  dtype: Any = jnp.float32
+  attention_implementation: str = "xla"
+
+
+def vocab_size(config, dataset) -> int:
+  v = config.model.vocab_size or dataset.vocab_size
+  if v < dataset.vocab_size:
+    raise ConfigError(f"model.vocab_size={v} is smaller than the dataset's {dataset.vocab_size} symbols; "
+                      "set --config.model.vocab_size=0 to take it from the data")
+  return v
+
+
+def gpt_config(config, dataset) -> GPTConfig:
+  m = config.model
+  if m.dtype not in _DTYPES:
+    raise ConfigError(f"model.dtype={m.dtype!r} is not one of {sorted(_DTYPES)}")
+  return GPTConfig(vocab_size=vocab_size(config, dataset), context=m.context, num_layers=m.num_layers,
+                   num_heads=m.num_heads, width=m.width, mlp_ratio=m.mlp_ratio, dropout=m.dropout, bias=m.bias,
+                   tie_embeddings=m.tie_embeddings, dtype=_DTYPES[m.dtype],
+                   attention_implementation=m.attention)
+
+
+def build(config, dataset):
+  if config.model.family == "gpt":
+    return gpt.GPT(gpt_config(config, dataset))
+  raise ConfigError(f"unknown model.family={config.model.family!r}; known: gpt")
+
+
+def flops_per_token(config, num_params: int, num_position_params: int) -> float:
+  """Training FLOPs per token as nanoGPT counts them: 6N + 12 L H Q T (N without position embeddings)."""
+  m = config.model
+  q = m.width // max(m.num_heads, 1)
+  return 6 * (num_params - num_position_params) + 12 * m.num_layers * m.num_heads * q * m.context

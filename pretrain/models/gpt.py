@@ -1,0 +1,96 @@
+"""GPT decoder (GPT-2 layout, nanoGPT defaults) in flax.linen.
+
+Parameter names follow GPT-2's (wte, wpe, h_i/{ln_1, attn/c_attn, attn/c_proj, ln_2, mlp/c_fc, mlp/c_proj},
+ln_f) so weights map one to one. Tensor names carry their shapes: B batch, T time, D width, H heads,
+Q head width, V vocabulary.
+"""
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def _dense(features, config, std, name):
+  return nn.Dense(features, use_bias=config.bias, dtype=config.dtype, name=name,
+                  kernel_init=nn.initializers.normal(std), bias_init=nn.initializers.zeros)
+
+
+def _layer_norm(config, name):
+  return nn.LayerNorm(epsilon=1e-5, use_bias=config.bias, dtype=config.dtype, name=name)
+
+
+class CausalSelfAttention(nn.Module):
+  config: "GPTConfig"
+
+  @nn.compact
+  def __call__(self, x_BxTxD, train: bool):
+    c = self.config
+    B, T, D = x_BxTxD.shape
+    H, Q = c.num_heads, D // c.num_heads
+    qkv_BxTx3xHxQ = _dense(3 * D, c, 0.02, "c_attn")(x_BxTxD).reshape(B, T, 3, H, Q)
+    q_BxTxHxQ, k_BxTxHxQ, v_BxTxHxQ = (qkv_BxTx3xHxQ[:, :, i] for i in range(3))
+    if train and c.dropout > 0:
+      # dot_product_attention has no dropout on the weights; write it out when it is needed.
+      scores_BxHxTxT = jnp.einsum("bthq,bshq->bhts", q_BxTxHxQ, k_BxTxHxQ) / math.sqrt(Q)
+      causal_TxT = jnp.tril(jnp.ones((T, T), bool))
+      scores_BxHxTxT = jnp.where(causal_TxT, scores_BxHxTxT, jnp.finfo(scores_BxHxTxT.dtype).min)
+      weights_BxHxTxT = jax.nn.softmax(scores_BxHxTxT.astype(jnp.float32), axis=-1).astype(c.dtype)
+      weights_BxHxTxT = nn.Dropout(c.dropout)(weights_BxHxTxT, deterministic=False)
+      y_BxTxHxQ = jnp.einsum("bhts,bshq->bthq", weights_BxHxTxT, v_BxTxHxQ)
+    else:
+      y_BxTxHxQ = jax.nn.dot_product_attention(q_BxTxHxQ, k_BxTxHxQ, v_BxTxHxQ, is_causal=True,
+                                               implementation=c.attention_implementation)
+    std = 0.02 / math.sqrt(2 * c.num_layers)  # GPT-2: scale residual projections by depth.
+    y_BxTxD = _dense(D, c, std, "c_proj")(y_BxTxHxQ.reshape(B, T, D))
+    return nn.Dropout(c.dropout)(y_BxTxD, deterministic=not train)
+
+
+class MLP(nn.Module):
+  config: "GPTConfig"
+
+  @nn.compact
+  def __call__(self, x_BxTxD, train: bool):
+    c = self.config
+    h = _dense(c.mlp_ratio * c.width, c, 0.02, "c_fc")(x_BxTxD)
+    h = nn.gelu(h, approximate=c.gelu_approximate)
+    h = _dense(c.width, c, 0.02 / math.sqrt(2 * c.num_layers), "c_proj")(h)
+    return nn.Dropout(c.dropout)(h, deterministic=not train)
+
+
+class Block(nn.Module):
+  config: "GPTConfig"
+
+  @nn.compact
+  def __call__(self, x_BxTxD, train: bool):
+    x_BxTxD = x_BxTxD + CausalSelfAttention(self.config, name="attn")(_layer_norm(self.config, "ln_1")(x_BxTxD), train)
+    return x_BxTxD + MLP(self.config, name="mlp")(_layer_norm(self.config, "ln_2")(x_BxTxD), train)
+
+
+class GPT(nn.Module):
+  """tokens [B, T] -> next-token logits [B, T, V] (float32)."""
+  config: "GPTConfig"
+
+  def setup(self):
+    c = self.config
+    self.wte = nn.Embed(c.vocab_size, c.width, embedding_init=nn.initializers.normal(0.02), dtype=c.dtype)
+    self.wpe = nn.Embed(c.context, c.width, embedding_init=nn.initializers.normal(0.02), dtype=c.dtype)
+    self.drop = nn.Dropout(c.dropout)
+    self.h = [Block(c, name=f"h_{i}") for i in range(c.num_layers)]
+    self.ln_f = _layer_norm(c, "ln_f")
+    if not c.tie_embeddings:
+      self.lm_head = nn.Dense(c.vocab_size, use_bias=False, dtype=c.dtype, kernel_init=nn.initializers.normal(0.02))
+
+  def features(self, tokens_BxT, train: bool = False):
+    """The final hidden states [B, T, D], after ln_f: what heads for other tasks read."""
+    T = tokens_BxT.shape[1]
+    x_BxTxD = self.wte(tokens_BxT) + self.wpe(jnp.arange(T))[None]
+    x_BxTxD = self.drop(x_BxTxD, deterministic=not train)
+    for block in self.h:
+      x_BxTxD = block(x_BxTxD, train)
+    return self.ln_f(x_BxTxD)
+
+  def __call__(self, tokens_BxT, train: bool = False):
+    x_BxTxD = self.features(tokens_BxT, train)
+    logits_BxTxV = self.wte.attend(x_BxTxD) if self.config.tie_embeddings else self.lm_head(x_BxTxD)
+    return logits_BxTxV.astype(jnp.float32)

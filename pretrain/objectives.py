@@ -1,0 +1,32 @@
+"""One log-likelihood per objective. Each returns *sums* and their denominators, never means:
+the step adds them over micro-batches and devices, and the host divides.
+
+Signature: objective(model, variables, batch, *, train, rng) -> dict with
+  loss_sum  sum of negative log-likelihoods (nats) over the counted targets
+  count     number of counted targets (tokens, pixels or examples)
+plus any other sums worth logging (e.g. `correct`).
+"""
+import jax.numpy as jnp
+import optax
+
+
+def _weights(batch, tokens_BxT):
+  w = batch["mask"][:, None] * jnp.ones(tokens_BxT.shape, jnp.float32)
+  if "token_mask" in batch:
+    w = w * batch["token_mask"]
+  return w
+
+
+def next_token(model, variables, batch, *, train, rng):
+  """log p(x) = sum_t log p(x_t | x_<t): autoregressive language modelling."""
+  tokens_BxT1 = batch["tokens"]
+  logits_BxTxV = model.apply(variables, tokens_BxT1[:, :-1], train=train, rngs={"dropout": rng})
+  nll_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, tokens_BxT1[:, 1:])
+  w_BxT = _weights(batch, tokens_BxT1)[:, 1:]
+  return {"loss_sum": jnp.sum(nll_BxT * w_BxT), "count": jnp.sum(w_BxT)}
+
+
+OBJECTIVES = {"next_token": next_token}
+
+# What each objective feeds the model, for shape-only uses such as initialisation.
+MODEL_INPUTS = {"next_token": lambda batch: batch["tokens"][:, :-1]}

@@ -1,0 +1,78 @@
+"""Pure train and eval steps. They know nothing of devices: `parallel.py` wraps them, passing
+`axis_name` where a named axis (pmap) has to reduce sums across devices.
+"""
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # Updates applied so far; also selects the dropout key.
+  params: Any
+  opt_state: Any
+
+
+def init_state(model, tx, example_inputs, seed: int) -> TrainState:
+  """A fresh state; `example_inputs` only give the model its input shape."""
+  params = model.init(jax.random.key(seed), example_inputs, train=False)["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def make_train_step(model, objective, tx, *, seed: int, accum_steps: int = 1, axis_name=None):
+  """(state, batch) -> (state, metrics): one update on the mean NLL of the whole (global) batch.
+
+  Gradients of loss *sums* are added over micro-batches and devices, then divided once by the global
+  target count, so accumulation and data parallelism give the gradient of the same global mean.
+  """
+  def grads_of_sum(params, batch, rng):
+    def loss(p):
+      sums = objective(model, {"params": p}, batch, train=True, rng=rng)
+      return sums["loss_sum"], sums
+    return jax.grad(loss, has_aux=True)(params)
+
+  def train_step(state, batch):
+    rng = jax.random.fold_in(jax.random.key(seed), state.step)
+    if axis_name is not None:
+      rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+    if accum_steps == 1:
+      grads, sums = grads_of_sum(state.params, batch, rng)
+    else:
+      micro = jax.tree_util.tree_map(lambda x: x.reshape(accum_steps, -1, *x.shape[1:]), batch)
+
+      def add(carry, i):
+        g, s = grads_of_sum(state.params, jax.tree_util.tree_map(lambda x: x[i], micro), jax.random.fold_in(rng, i))
+        return jax.tree_util.tree_map(jnp.add, carry, (g, s)), None
+
+      zeros = jax.tree_util.tree_map(
+          jnp.zeros_like, jax.eval_shape(grads_of_sum, state.params, jax.tree_util.tree_map(lambda x: x[0], micro), rng))
+      (grads, sums), _ = jax.lax.scan(add, zeros, jnp.arange(accum_steps))
+    if axis_name is not None:
+      grads, sums = jax.lax.psum((grads, sums), axis_name)
+    grads = jax.tree_util.tree_map(lambda g: g / jnp.maximum(sums["count"], 1.0), grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(sums, grad_norm=optax.tree.norm(grads))
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return train_step
+
+
+def make_multi_step(train_step, steps_per_call: int):
+  """(state, batches with a leading [k] axis) -> (state, metrics [k]): k updates in one call."""
+  if steps_per_call == 1:
+    def one(state, batches):
+      state, metrics = train_step(state, jax.tree_util.tree_map(lambda x: x[0], batches))
+      return state, jax.tree_util.tree_map(lambda x: x[None], metrics)
+    return one
+  return lambda state, batches: jax.lax.scan(train_step, state, batches)
+
+
+def make_eval_step(model, objective, *, axis_name=None):
+  def eval_step(params, batch):
+    sums = objective(model, {"params": params}, batch, train=False, rng=jax.random.key(0))
+    return jax.lax.psum(sums, axis_name) if axis_name is not None else sums
+  return eval_step

@@ -1,0 +1,133 @@
+"""The training loop: data -> model -> jitted steps -> metrics and checkpoints, resumable at any step.
+
+Init / resume order (one way, always):
+  1. validate the config; load the dataset; build model, optimizer and strategy;
+  2. init a fresh state from the seed;
+  3. if DIR/checkpoints has a step, restore it into the fresh state's abstract shape (with the
+     strategy's shardings), replacing everything: params, optimizer state and step;
+  4. drop metric lines past the restored step and continue; batches and dropout keys depend only on
+     (seed, step), so the continuation is the uninterrupted run.
+"""
+import functools
+import os
+import time
+
+import jax
+import numpy as np
+
+from pretrain import checkpoint, configlib, data, metrics, models, objectives, optim, parallel, step
+
+
+def count_params(params) -> int:
+  return int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))
+
+
+class Run:
+  """Everything a loop needs, built once; `evaluate` and `train` can be used from a notebook."""
+
+  def __init__(self, config, workdir: str):
+    self.config, self.workdir = config, workdir
+    self.process_index, self.process_count = jax.process_index(), jax.process_count()
+    self.strategy = parallel.make(config)
+    configlib.validate(config, num_devices=self.strategy.num_devices * self.process_count)
+    self.dataset = data.load(config)
+    self.seq_len = data.seq_len(self.dataset, config.model.context)
+    self.model = models.build(config, self.dataset)
+    self.objective = objectives.OBJECTIVES[config.objective]
+    self.tx = optim.make(config)
+    self.writer = metrics.MetricWriter(workdir, enabled=self.process_index == 0)
+    sample = data.train_batch(self.dataset.train, 0, seed=config.seed, batch_size=config.train.batch_size,
+                              seq_len=self.seq_len)
+    example_inputs = objectives.MODEL_INPUTS[config.objective](sample)[:1]
+    self.init_state = functools.partial(step.init_state, self.model, self.tx, example_inputs, config.seed)
+
+  def batches(self, first_step: int, k: int):
+    t = self.config.train
+    rows = [data.train_batch(self.dataset.train, first_step + i, seed=self.config.seed, batch_size=t.batch_size,
+                             seq_len=self.seq_len, process_index=self.process_index,
+                             process_count=self.process_count) for i in range(k)]
+    return {key: np.stack([r[key] for r in rows]) for key in rows[0]}
+
+  def evaluate(self, eval_fn, state) -> dict:
+    e = self.config.eval
+    sums = [eval_fn(state, self.strategy.batch(b)) for b in data.eval_batches(
+        self.dataset.val, batch_size=e.batch_size or self.config.train.batch_size, seq_len=self.seq_len,
+        max_batches=e.batches, process_index=self.process_index, process_count=self.process_count)]
+    out = metrics.summarize_eval(self.strategy.fetch(sums))
+    meta = self.dataset.metadata
+    if "entropy_bits_per_token" in meta:
+      out["entropy_bits_per_token"] = meta["entropy_bits_per_token"]
+      out["bits_above_entropy"] = out["bits_per_token"] - meta["entropy_bits_per_token"]
+    return out
+
+
+def train(config, workdir: str) -> dict:
+  """Trains (or resumes) the run in `workdir`; returns the final eval metrics."""
+  os.makedirs(workdir, exist_ok=True)
+  run = Run(config, workdir)
+  t, strategy = config.train, run.strategy
+  if run.process_index == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(configlib.to_json(config))
+  ckpt = checkpoint.Checkpointer(workdir, keep=t.keep_checkpoints, async_save=t.async_checkpoints)
+  state = run.init_state()
+  num_params = count_params(state.params)
+  position_params = int(np.prod(state.params["wpe"]["embedding"].shape)) if "wpe" in state.params else 0
+  flops_per_token = models.flops_per_token(config, num_params, position_params)
+  start = ckpt.latest_step()
+  if start is not None:
+    state = ckpt.restore(start, strategy.abstract(strategy.place(state)))
+    run.writer.console(f"resumed from {ckpt.directory}/{start}")
+  else:
+    start = 0
+    state = strategy.place(state)
+  run.writer.truncate_after(start)
+  run.writer.console(f"{num_params:,} parameters; {run.dataset.name}; {strategy.name} on "
+                     f"{strategy.num_devices * run.process_count} device(s); steps {start}->{t.steps}")
+
+  k = t.steps_per_call
+  train_fn = strategy.train(functools.partial(step.make_train_step, run.model, run.objective, run.tx,
+                                              seed=config.seed, accum_steps=config.optim.accum_steps), k)
+  eval_fn = strategy.evaluate(functools.partial(step.make_eval_step, run.model, run.objective))
+  lr = optim.learning_rate(config)
+  tokens_per_step = t.batch_size * run.seq_len
+
+  pending, timed_steps, timed_seconds, final = [], 0, 0.0, None
+  tick = time.perf_counter()
+  for s in range(start, t.steps, k):
+    state, step_metrics = train_fn(state, strategy.batch(run.batches(s, k)))
+    pending.append(step_metrics)
+    done, timed_steps = s + k, timed_steps + k
+    is_last = done == t.steps
+    log, evaluate, save = (done % t.log_every == 0 or is_last, done % t.eval_every == 0 or is_last,
+                           done % t.checkpoint_every == 0 or is_last)
+    if not (log or evaluate or save):
+      continue
+    jax.block_until_ready(step_metrics)  # Train time ends here; eval and saving are not counted in tokens/s.
+    timed_seconds += time.perf_counter() - tick
+    if log:
+      sums = strategy.fetch(pending)
+      loss = sum(float(np.sum(m["loss_sum"])) for m in sums) / sum(float(np.sum(m["count"])) for m in sums)
+      tokens_per_s = timed_steps * tokens_per_step / timed_seconds
+      row = {"loss": loss, "lr": float(lr(done - 1)), "grad_norm": float(sums[-1]["grad_norm"][-1]),
+             "tokens_per_s": tokens_per_s, "model_flops_per_s": tokens_per_s * flops_per_token}
+      run.writer.write(done, "train", row)
+      eta = (t.steps - done) * tokens_per_step / tokens_per_s
+      run.writer.console(f"step {done:>6} | loss {loss:.4f} | lr {row['lr']:.2e} | {tokens_per_s:,.0f} tok/s | "
+                         f"{row['model_flops_per_s'] / 1e9:.1f} GFLOP/s | eta {metrics.format_duration(eta)}")
+      pending, timed_steps, timed_seconds = [], 0, 0.0
+    if evaluate:
+      final = run.evaluate(eval_fn, state)
+      run.writer.write(done, "val", final)
+      extra = (f" | entropy {final['entropy_bits_per_token']:.4f} (+{final['bits_above_entropy']:.4f})"
+               if "entropy_bits_per_token" in final else "")
+      run.writer.console(f"step {done:>6} | val loss {final['loss']:.4f} ± {final['loss_sem']:.4f} | "
+                         f"{final['bits_per_token']:.4f} bits/token{extra}")
+    if save:
+      ckpt.save(done, strategy.for_checkpoint(state))
+    tick = time.perf_counter()
+  ckpt.close()
+  run.writer.close()
+  if final is None:  # Resumed at the end: report the saved state's metrics again.
+    final = run.evaluate(eval_fn, state)
+  return final

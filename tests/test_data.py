@@ -1,0 +1,107 @@
+import os
+
+import numpy as np
+import pytest
+
+from pretrain import data
+from pretrain.data import batching, markov
+from pretrain.errors import DataError
+from tests.conftest import tiny_config
+
+
+def _text_config(path, **kw):
+  overrides = {"data.name": "text", "data.path": path, **kw}
+  return tiny_config(**overrides)
+
+
+def test_char_builder_vocab_and_contiguous_split(tmp_path):
+  text = "hello world, the quick brown fox\n" * 50
+  f = tmp_path / "input.txt"
+  f.write_text(text)
+  ds = data.load(_text_config(f))
+  assert ds.vocab == "".join(sorted(set(text)))
+  n_train = round(len(text) * 0.9)
+  assert ds.decode(ds.train.tokens) == text[:n_train]
+  assert ds.decode(ds.val.tokens) == text[n_train:]
+
+
+def test_byte_builder_and_directory_of_files(tmp_path):
+  (tmp_path / "a.txt").write_bytes("ça va\n".encode() * 40)
+  (tmp_path / "b.txt").write_bytes(b"\x00\xff binary ok\n" * 40)
+  ds = data.load(_text_config(tmp_path, **{"data.tokenizer": "byte", "data.val_fraction": 0.25}))
+  whole = np.concatenate([ds.train.tokens, ds.val.tokens])
+  expected = (tmp_path / "a.txt").read_bytes() + (tmp_path / "b.txt").read_bytes()
+  assert bytes(whole.astype(np.uint8).tolist()) == expected
+  assert ds.vocab_size == 256 and len(ds.val) == len(expected) - round(len(expected) * 0.75)
+
+
+def test_missing_empty_and_undecodable_text(tmp_path):
+  with pytest.raises(DataError, match="does not exist"):
+    data.load(_text_config(tmp_path / "nope.txt"))
+  (tmp_path / "empty.txt").write_text("")
+  with pytest.raises(DataError, match="empty"):
+    data.load(_text_config(tmp_path / "empty.txt"))
+  (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00" * 100)
+  with pytest.raises(DataError, match="tokenizer=byte"):
+    data.load(_text_config(tmp_path / "bin.txt"))
+
+
+def test_markov_metadata_entropy_matches_monte_carlo():
+  sources = markov.make_sources(num_sources=4, vocab_size=8, branching=3, seed=0)
+  assert np.allclose(sources.transitions_KxVxV.sum(-1), 1)
+  assert np.allclose(np.einsum("kv,kvw->kw", sources.stationary_KxV, sources.transitions_KxVxV), sources.stationary_KxV)
+  seq_len = 16
+  x, k = markov.sample(sources, 20000, seq_len, seed=1)
+  logp = np.log2(sources.stationary_KxV[k, x[:, 0]])
+  logp += np.log2(sources.transitions_KxVxV[k[:, None], x[:, :-1], x[:, 1:]]).sum(1)
+  empirical = -logp.mean() / seq_len
+  exact = markov.sequence_entropy_bits_per_token(sources, seq_len)
+  assert abs(empirical - exact) < 0.02 * exact
+
+
+def test_markov_dataset_labels_bos_and_metadata():
+  ds = data.load(tiny_config())
+  m = tiny_config().data.markov
+  assert ds.train.fields["tokens"].shape == (m.num_train, m.seq_len + 1)
+  assert (ds.train.fields["tokens"][:, 0] == m.vocab_size).all()  # BOS
+  assert ds.vocab_size == m.vocab_size + 1 and ds.num_classes == m.num_sources
+  assert set(np.unique(ds.train.fields["label"])) <= set(range(m.num_sources))
+  assert 0 < ds.metadata["entropy_bits_per_token"] < np.log2(m.vocab_size)
+  assert ds.metadata["source_id_bound_bits_per_token"] == pytest.approx(np.log2(m.num_sources) / m.seq_len)
+
+
+@pytest.mark.parametrize("kind", ["stream", "records"])
+def test_train_batches_are_pure_and_split_across_processes(kind):
+  split = (batching.TokenStream(np.arange(1000, dtype=np.int32)) if kind == "stream"
+           else batching.Records({"tokens": np.arange(70 * 9, dtype=np.int32).reshape(70, 9)}))
+  kw = dict(seed=3, batch_size=8, seq_len=8)
+  a = batching.train_batch(split, 17, **kw)
+  b = batching.train_batch(split, 17, **kw)
+  assert all(np.array_equal(a[k], b[k]) for k in a)
+  assert not np.array_equal(a["tokens"], batching.train_batch(split, 18, **kw)["tokens"])
+  parts = [batching.train_batch(split, 17, process_index=p, process_count=4, **kw) for p in range(4)]
+  assert np.array_equal(np.concatenate([p["tokens"] for p in parts]), a["tokens"])
+
+
+def test_records_epochs_visit_every_example_once():
+  split = batching.Records({"tokens": np.arange(20, dtype=np.int32)[:, None].repeat(3, 1)})
+  seen = np.concatenate([batching.train_batch(split, s, seed=0, batch_size=5, seq_len=2)["tokens"][:, 0]
+                         for s in range(4)])
+  assert sorted(seen) == list(range(20))
+
+
+@pytest.mark.parametrize("n_tokens, batch", [(101, 4), (64, 3), (1000, 7)])
+def test_stream_eval_counts_every_target_once(n_tokens, batch):
+  split = batching.TokenStream(np.arange(n_tokens, dtype=np.int32))
+  counted = []
+  for b in batching.eval_batches(split, batch_size=batch, seq_len=8):
+    targets, weights = b["tokens"][:, 1:], b["token_mask"][:, 1:] * b["mask"][:, None]
+    counted.extend(targets[weights > 0].tolist())
+  assert sorted(counted) == list(range(1, n_tokens))
+
+
+def test_records_eval_pads_last_batch():
+  split = batching.Records({"tokens": np.arange(11 * 3, dtype=np.int32).reshape(11, 3)})
+  batches = list(batching.eval_batches(split, batch_size=4, seq_len=2))
+  assert len(batches) == 3 and [b["mask"].sum() for b in batches] == [4, 4, 3]
+  assert sorted(np.concatenate([b["tokens"][b["mask"] > 0, 0] for b in batches])) == list(range(0, 33, 3))

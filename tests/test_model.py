@@ -1,0 +1,87 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pretrain import models, objectives
+from pretrain.models import GPTConfig, gpt
+
+
+def _model(**kw):
+  cfg = dict(vocab_size=11, context=16, num_layers=2, num_heads=2, width=16)
+  cfg.update(kw)
+  return gpt.GPT(GPTConfig(**cfg))
+
+
+@pytest.mark.parametrize("kw", [{}, {"bias": True, "tie_embeddings": False}, {"dropout": 0.1}])
+def test_gpt_shapes_and_names(kw):
+  model = _model(**kw)
+  tokens = jnp.zeros((3, 16), jnp.int32)
+  params = model.init(jax.random.key(0), tokens)["params"]
+  assert model.apply({"params": params}, tokens).shape == (3, 16, 11)
+  assert {"wte", "wpe", "h_0", "h_1", "ln_f"} <= set(params)
+  assert set(params["h_0"]) == {"ln_1", "attn", "ln_2", "mlp"}
+  assert ("lm_head" in params) == (not kw.get("tie_embeddings", True))
+
+
+def test_gpt_is_causal():
+  """Changing token t+1 never changes the logits at positions <= t."""
+  model = _model()
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(0, 11, (2, 16)).astype(np.int32)
+  params = model.init(jax.random.key(1), tokens)["params"]
+  base = model.apply({"params": params}, tokens)
+  for t in range(15):
+    changed = tokens.copy()
+    changed[:, t + 1:] = (changed[:, t + 1:] + 1 + rng.integers(0, 10, changed[:, t + 1:].shape)) % 11
+    out = model.apply({"params": params}, changed)
+    np.testing.assert_array_equal(np.asarray(out[:, :t + 1]), np.asarray(base[:, :t + 1]))
+    assert not np.allclose(out[:, t + 1:], base[:, t + 1:])
+
+
+def test_dropout_attention_path_is_causal_too():
+  model = _model(dropout=0.5)
+  tokens = np.arange(16, dtype=np.int32)[None] % 11
+  params = model.init(jax.random.key(0), tokens)["params"]
+  rngs = {"dropout": jax.random.key(5)}
+  base = model.apply({"params": params}, tokens, train=True, rngs=rngs)
+  changed = tokens.copy()
+  changed[0, 9] = 3
+  out = model.apply({"params": params}, changed, train=True, rngs=rngs)
+  np.testing.assert_array_equal(np.asarray(out[:, :9]), np.asarray(base[:, :9]))
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+  model = _model(dtype=jnp.bfloat16)
+  tokens = jnp.zeros((1, 16), jnp.int32)
+  params = model.init(jax.random.key(0), tokens)["params"]
+  assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(params))
+  assert model.apply({"params": params}, tokens).dtype == jnp.float32
+
+
+class _FixedLogits:
+  """A stand-in model whose logits are given, to check the objective's arithmetic by hand."""
+  def __init__(self, logits):
+    self.logits = logits
+
+  def apply(self, variables, tokens, train, rngs):
+    return self.logits
+
+
+def test_next_token_objective_by_hand():
+  logits = jnp.log(jnp.array([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]]))  # B=1, T=2, V=3
+  batch = {"tokens": jnp.array([[2, 0, 1]]), "mask": jnp.ones(1), "token_mask": jnp.ones((1, 3))}
+  sums = objectives.next_token(_FixedLogits(logits), {}, batch, train=False, rng=None)
+  assert float(sums["count"]) == 2
+  np.testing.assert_allclose(float(sums["loss_sum"]), -np.log(0.5) - np.log(0.8), rtol=1e-6)
+  batch["token_mask"] = jnp.array([[1.0, 1.0, 0.0]])  # the second target is padding
+  sums = objectives.next_token(_FixedLogits(logits), {}, batch, train=False, rng=None)
+  assert float(sums["count"]) == 1
+  np.testing.assert_allclose(float(sums["loss_sum"]), -np.log(0.5), rtol=1e-6)
+
+
+def test_flops_per_token_counts_like_nanogpt(tmp_path):
+  from tests.conftest import tiny_config
+  c = tiny_config()
+  # 6N + 12 L H Q T with N = 1000 non-position parameters.
+  assert models.flops_per_token(c, 1000 + 7, 7) == 6 * 1000 + 12 * 1 * 4 * 8 * 32
