@@ -7,6 +7,7 @@ import ast
 import importlib.util
 import json
 import os
+import sys
 
 import ml_collections
 
@@ -21,6 +22,9 @@ def load(spec: str, overrides: list[tuple[str, str]] = ()) -> ml_collections.Con
   path, _, variant = spec.partition(":")
   if not os.path.isfile(path):
     raise ConfigError(f"config file {path!r} does not exist; pass --config configs/NAME.py[:VARIANT]")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+  if root not in sys.path:  # Config files import their siblings as `configs.base`.
+    sys.path.insert(0, root)
   module_spec = importlib.util.spec_from_file_location(f"_config_{abs(hash(path))}", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)

@@ -1,10 +1,11 @@
 """One log-likelihood per objective. Each returns *sums* and their denominators, never means:
 the step adds them over micro-batches and devices, and the host divides.
 
-Signature: objective(model, variables, batch, *, train, rng) -> dict with
+Signature: objective(model, variables, batch, *, train, rng) -> (sums, model_state) where sums has
   loss_sum  sum of negative log-likelihoods (nats) over the counted targets
   count     number of counted targets (tokens, pixels or examples)
-plus any other sums worth logging (e.g. `correct`).
+plus any other sums worth logging (e.g. `correct`), and model_state holds the updated non-parameter
+collections (BatchNorm statistics) when training, else {}.
 """
 import jax.numpy as jnp
 import optax
@@ -17,13 +18,22 @@ def _weights(batch, tokens_BxT):
   return w
 
 
+def apply(model, variables, inputs, *, train, rng):
+  """Runs the model; in training, also returns its updated non-parameter collections (e.g. batch_stats)."""
+  mutable = [k for k in variables if k != "params"] if train else []
+  rngs = {"dropout": rng} if rng is not None else {}
+  if mutable:
+    return model.apply(variables, inputs, train=train, rngs=rngs, mutable=mutable)
+  return model.apply(variables, inputs, train=train, rngs=rngs), {}
+
+
 def next_token(model, variables, batch, *, train, rng):
   """log p(x) = sum_t log p(x_t | x_<t): autoregressive language modelling."""
   tokens_BxT1 = batch["tokens"]
-  logits_BxTxV = model.apply(variables, tokens_BxT1[:, :-1], train=train, rngs={"dropout": rng})
+  logits_BxTxV, model_state = apply(model, variables, tokens_BxT1[:, :-1], train=train, rng=rng)
   nll_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, tokens_BxT1[:, 1:])
   w_BxT = _weights(batch, tokens_BxT1)[:, 1:]
-  return {"loss_sum": jnp.sum(nll_BxT * w_BxT), "count": jnp.sum(w_BxT)}
+  return {"loss_sum": jnp.sum(nll_BxT * w_BxT), "count": jnp.sum(w_BxT)}, model_state
 
 
 OBJECTIVES = {"next_token": next_token}

@@ -36,8 +36,7 @@ class Single:
     return jax.jit(make_multi_step(make_train_step(axis_name=None), steps_per_call), donate_argnums=0)
 
   def evaluate(self, make_eval_step):
-    step = make_eval_step(axis_name=None)
-    return jax.jit(lambda state, batch: step(state.params, batch))
+    return jax.jit(make_eval_step(axis_name=None))
 
   def batch(self, host_batch):
     return jax.device_put(host_batch, self.device)

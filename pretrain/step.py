@@ -14,12 +14,18 @@ class TrainState:
   step: jax.Array  # Updates applied so far; also selects the dropout key.
   params: Any
   opt_state: Any
+  model_state: Any  # Non-parameter collections such as BatchNorm's batch_stats; {} for most models.
 
 
 def init_state(model, tx, example_inputs, seed: int) -> TrainState:
   """A fresh state; `example_inputs` only give the model its input shape."""
-  params = model.init(jax.random.key(seed), example_inputs, train=False)["params"]
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  variables = dict(model.init(jax.random.key(seed), example_inputs, train=False))
+  params = variables.pop("params")
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), model_state=variables)
+
+
+def variables(params, model_state) -> dict:
+  return {"params": params, **model_state}
 
 
 def make_train_step(model, objective, tx, *, seed: int, accum_steps: int = 1, axis_name=None):
@@ -28,10 +34,10 @@ def make_train_step(model, objective, tx, *, seed: int, accum_steps: int = 1, ax
   Gradients of loss *sums* are added over micro-batches and devices, then divided once by the global
   target count, so accumulation and data parallelism give the gradient of the same global mean.
   """
-  def grads_of_sum(params, batch, rng):
+  def grads_of_sum(params, model_state, batch, rng):
     def loss(p):
-      sums = objective(model, {"params": p}, batch, train=True, rng=rng)
-      return sums["loss_sum"], sums
+      sums, new_model_state = objective(model, variables(p, model_state), batch, train=True, rng=rng)
+      return sums["loss_sum"], (sums, new_model_state)
     return jax.grad(loss, has_aux=True)(params)
 
   def train_step(state, batch):
@@ -39,24 +45,30 @@ def make_train_step(model, objective, tx, *, seed: int, accum_steps: int = 1, ax
     if axis_name is not None:
       rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
     if accum_steps == 1:
-      grads, sums = grads_of_sum(state.params, batch, rng)
+      grads, (sums, model_state) = grads_of_sum(state.params, state.model_state, batch, rng)
     else:
       micro = jax.tree_util.tree_map(lambda x: x.reshape(accum_steps, -1, *x.shape[1:]), batch)
 
       def add(carry, i):
-        g, s = grads_of_sum(state.params, jax.tree_util.tree_map(lambda x: x[i], micro), jax.random.fold_in(rng, i))
-        return jax.tree_util.tree_map(jnp.add, carry, (g, s)), None
+        grads, sums, model_state = carry
+        g, (s, model_state) = grads_of_sum(state.params, model_state, jax.tree_util.tree_map(lambda x: x[i], micro),
+                                           jax.random.fold_in(rng, i))
+        return (jax.tree_util.tree_map(jnp.add, grads, g), jax.tree_util.tree_map(jnp.add, sums, s), model_state), None
 
-      zeros = jax.tree_util.tree_map(
-          jnp.zeros_like, jax.eval_shape(grads_of_sum, state.params, jax.tree_util.tree_map(lambda x: x[0], micro), rng))
-      (grads, sums), _ = jax.lax.scan(add, zeros, jnp.arange(accum_steps))
+      shapes = jax.eval_shape(grads_of_sum, state.params, state.model_state,
+                              jax.tree_util.tree_map(lambda x: x[0], micro), rng)
+      zeros = jax.tree_util.tree_map(jnp.zeros_like, (shapes[0], shapes[1][0]))
+      (grads, sums, model_state), _ = jax.lax.scan(add, (*zeros, state.model_state), jnp.arange(accum_steps))
+    model_state = model_state or state.model_state
     if axis_name is not None:
       grads, sums = jax.lax.psum((grads, sums), axis_name)
+      model_state = jax.lax.pmean(model_state, axis_name)  # One set of BatchNorm statistics for all devices.
     grads = jax.tree_util.tree_map(lambda g: g / jnp.maximum(sums["count"], 1.0), grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(sums, grad_norm=optax.tree.norm(grads))
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state)
+    return new_state, metrics
 
   return train_step
 
@@ -72,7 +84,7 @@ def make_multi_step(train_step, steps_per_call: int):
 
 
 def make_eval_step(model, objective, *, axis_name=None):
-  def eval_step(params, batch):
-    sums = objective(model, {"params": params}, batch, train=False, rng=jax.random.key(0))
+  def eval_step(state, batch):
+    sums, _ = objective(model, variables(state.params, state.model_state), batch, train=False, rng=None)
     return jax.lax.psum(sums, axis_name) if axis_name is not None else sums
   return eval_step

@@ -71,11 +71,11 @@ class _FixedLogits:
 def test_next_token_objective_by_hand():
   logits = jnp.log(jnp.array([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]]))  # B=1, T=2, V=3
   batch = {"tokens": jnp.array([[2, 0, 1]]), "mask": jnp.ones(1), "token_mask": jnp.ones((1, 3))}
-  sums = objectives.next_token(_FixedLogits(logits), {}, batch, train=False, rng=None)
+  sums, _ = objectives.next_token(_FixedLogits(logits), {}, batch, train=False, rng=None)
   assert float(sums["count"]) == 2
   np.testing.assert_allclose(float(sums["loss_sum"]), -np.log(0.5) - np.log(0.8), rtol=1e-6)
   batch["token_mask"] = jnp.array([[1.0, 1.0, 0.0]])  # the second target is padding
-  sums = objectives.next_token(_FixedLogits(logits), {}, batch, train=False, rng=None)
+  sums, _ = objectives.next_token(_FixedLogits(logits), {}, batch, train=False, rng=None)
   assert float(sums["count"]) == 1
   np.testing.assert_allclose(float(sums["loss_sum"]), -np.log(0.5), rtol=1e-6)
 
