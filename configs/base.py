@@ -16,7 +16,8 @@ def get_config(variant=None):
   c.data = ml_collections.ConfigDict()
   c.data.name = "markov"  # "markov" (embedded), "text" (your files), or a TFDS catalog name.
   c.data.path = placeholder(str)  # File or directory of text for name="text".
-  c.data.tokenizer = "char"  # "char" (sorted unique characters) or "byte" (256 symbols).
+  c.data.tokenizer = "char"  # "char" (sorted unique characters), "byte" (256 symbols) or "file" (data.tokenizer_path).
+  c.data.tokenizer_path = placeholder(str)  # tokenizer="file": a Hugging Face tokenizer.json, or a directory with one or with GPT-2's vocab.json + merges.txt.
   c.data.val_fraction = 0.1  # Last fraction of the text held out for validation (nanoGPT: 0.1).
   c.data.data_dir = placeholder(str)  # Where prepared datasets live; default $PRETRAIN_DATA_DIR or ~/.cache/pretrain/datasets.
   c.data.train_split = "train"  # Split names inside the TFDS dataset.
@@ -40,6 +41,8 @@ def get_config(variant=None):
   c.model.vocab_size = 0  # 0: take it from the dataset; larger values pad the vocabulary (e.g. 50304).
   c.model.dropout = 0.0  # Dropout on embeddings, attention weights and residual branches.
   c.model.bias = False  # Biases in Dense and LayerNorm layers (GPT-2 has them, nanoGPT's default not).
+  c.model.gelu_approximate = False  # GPT MLP: tanh-approximate GELU (GPT-2's "gelu_new") instead of the exact one.
+  c.model.layer_norm_eps = 1e-5  # Epsilon of every LayerNorm (GPT-2: 1e-5).
   c.model.tie_embeddings = True  # Output head shares the token embedding matrix.
   c.model.dtype = "float32"  # Compute dtype ("bfloat16" halves activation traffic); params stay float32.
   c.model.attention = "xla"  # jax.nn.dot_product_attention implementation: "xla" or "cudnn" (GPU only).

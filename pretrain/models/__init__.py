@@ -22,7 +22,8 @@ class GPTConfig:
   dropout: float = 0.0
   bias: bool = False
   tie_embeddings: bool = True
-  gelu_approximate: bool = False
+  gelu_approximate: bool = False  # tanh GELU (GPT-2's "gelu_new"); False is the exact erf GELU (nanoGPT).
+  layer_norm_eps: float = 1e-5
   dtype: Any = jnp.float32
   attention_implementation: str = "xla"
 
@@ -42,7 +43,9 @@ def gpt_config(config, dataset) -> GPTConfig:
   return GPTConfig(vocab_size=vocab_size(config, dataset), context=m.context, num_layers=m.num_layers,
                    num_heads=m.num_heads, width=m.width, mlp_ratio=m.mlp_ratio, dropout=m.dropout, bias=m.bias,
                    tie_embeddings=m.tie_embeddings, dtype=_DTYPES[m.dtype],
-                   attention_implementation=m.attention)
+                   attention_implementation=m.attention,
+                   # .get: configs saved before these fields existed keep their (default) behaviour.
+                   gelu_approximate=m.get("gelu_approximate", False), layer_norm_eps=m.get("layer_norm_eps", 1e-5))
 
 
 def build(config, dataset):

@@ -17,7 +17,7 @@ def _dense(features, config, std, name):
 
 
 def _layer_norm(config, name):
-  return nn.LayerNorm(epsilon=1e-5, use_bias=config.bias, dtype=config.dtype, name=name)
+  return nn.LayerNorm(epsilon=config.layer_norm_eps, use_bias=config.bias, dtype=config.dtype, name=name)
 
 
 class CausalSelfAttention(nn.Module):
