@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from pretrain.data import builders, catalog
+from pretrain.data import builders, catalog, tokenizers
 from pretrain.data.batching import Records, TokenStream, eval_batches, num_eval_batches, train_batch
 from pretrain.errors import ConfigError, DataError
 
@@ -19,9 +19,12 @@ class Dataset:
   vocab_size: int  # Token ids are in [0, vocab_size); includes BOS where there is one.
   num_classes: int = 0  # Labels are in [0, num_classes) when the data is labeled.
   vocab: str | None = None  # Char vocabulary (id -> character) for decoding; None for bytes.
+  tokenizer: tokenizers.FileTokenizer | None = None  # For data.tokenizer="file": encodes and decodes.
   metadata: dict = dataclasses.field(default_factory=dict)
 
   def encode(self, text: str) -> np.ndarray:
+    if self.tokenizer is not None:
+      return self.tokenizer.encode(text)
     if self.vocab is None:
       return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int32)
     index = {c: i for i, c in enumerate(self.vocab)}
@@ -31,6 +34,8 @@ class Dataset:
     return np.array([index[c] for c in text], dtype=np.int32)
 
   def decode(self, ids) -> str:
+    if self.tokenizer is not None:
+      return self.tokenizer.decode(ids)
     if self.vocab is None:
       return bytes(int(i) for i in ids if i < 256).decode("utf-8", errors="replace")
     return "".join(self.vocab[int(i)] for i in ids if i < len(self.vocab))
@@ -63,13 +68,28 @@ def load(config) -> Dataset:
       raise DataError("data.name=text needs a file or directory: set --config.data.path=PATH")
     if not os.path.exists(d.path):
       raise DataError(f"data path {d.path!r} does not exist; set --config.data.path to a text file or directory")
+    file_tokenizer, tokenizer_files = _file_tokenizer(d)
     builder = builders.prepare(builders.TextFiles, data_dir, path=os.path.realpath(d.path), tokenizer=d.tokenizer,
-                               val_fraction=d.val_fraction, fingerprint=builders.text_fingerprint(d.path))
+                               val_fraction=d.val_fraction, fingerprint=builders.text_fingerprint(d.path),
+                               **tokenizer_files)
     meta = dict(builder.info.metadata)
     splits = [_stream(builder, s) for s in (d.train_split, d.val_split)]
-    return Dataset(f"text:{d.path}", *splits, vocab_size=meta["vocab_size"], vocab=meta.get("vocab"), metadata=meta)
+    return Dataset(f"text:{d.path}", *splits, vocab_size=meta["vocab_size"], vocab=meta.get("vocab"), metadata=meta,
+                   tokenizer=file_tokenizer)
   builder = catalog.load_builder(d.name, data_dir)
   return _from_catalog(d, builder)
+
+
+def _file_tokenizer(d) -> tuple[tokenizers.FileTokenizer | None, dict]:
+  """The tokenizer of data.tokenizer="file" and the builder arguments that make its files' content part of
+  the dataset's identity; (None, {}) for char and byte, whose prepared folders stay where they were."""
+  if d.tokenizer != "file":
+    if d.get("tokenizer_path"):
+      raise ConfigError(f"data.tokenizer_path is set but data.tokenizer={d.tokenizer!r}; "
+                        "set --config.data.tokenizer=file to use it")
+    return None, {}
+  path = os.path.realpath(d.tokenizer_path) if d.tokenizer_path else None
+  return tokenizers.FileTokenizer(path), {"tokenizer_path": path, "tokenizer_digest": tokenizers.digest(path)}
 
 
 def _source(builder, split):
@@ -115,6 +135,11 @@ def _from_catalog(d, builder) -> Dataset:
     val_texts = [r["text"] for r in _read_all(_source(builder, d.val_split), d.val_split, builder)]
     as_bytes = lambda ts: b"".join(t if isinstance(t, bytes) else str(t).encode() for t in ts)
     train_b, val_b = as_bytes(texts), as_bytes(val_texts)
+    file_tokenizer, _ = _file_tokenizer(d)
+    if file_tokenizer is not None:
+      enc = lambda b: file_tokenizer.encode(b.decode("utf-8"))
+      return Dataset(d.name, TokenStream(enc(train_b)), TokenStream(enc(val_b)), vocab_size=file_tokenizer.vocab_size,
+                     tokenizer=file_tokenizer)
     if d.tokenizer == "byte":
       enc = lambda b: np.frombuffer(b, np.uint8).astype(np.int32)
       return Dataset(d.name, TokenStream(enc(train_b)), TokenStream(enc(val_b)), vocab_size=256)

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from pretrain.data import markov
+from pretrain.data import markov, tokenizers
 from pretrain.errors import DataError
 
 CHUNK_TOKENS = 1 << 16  # Tokens per array_record record of a text stream.
@@ -56,9 +56,12 @@ class TextFiles(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   disable_shuffling = True  # Records are consecutive chunks of one stream.
 
-  def __init__(self, *, path: str, tokenizer: str, val_fraction: float, fingerprint: str, **kwargs):
-    del fingerprint  # Only part of the folder name: a changed file is a new dataset.
+  def __init__(self, *, path: str, tokenizer: str, val_fraction: float, fingerprint: str,
+               tokenizer_path: str | None = None, tokenizer_digest: str | None = None, **kwargs):
+    # Only part of the folder name: a changed text or tokenizer file is a new dataset.
+    del fingerprint, tokenizer_digest
     self._path, self._tokenizer, self._val_fraction = path, tokenizer, val_fraction
+    self._tokenizer_path = tokenizer_path
     self._tokens = None
     super().__init__(**kwargs)
 
@@ -84,14 +87,21 @@ class TextFiles(tfds.core.GeneratorBasedBuilder):
     elif self._tokenizer == "byte":
       vocab = None
       tokens = np.frombuffer(text, dtype=np.uint8).astype(np.int32)
+    elif self._tokenizer == "file":
+      vocab, file_tokenizer = None, tokenizers.FileTokenizer(self._tokenizer_path)
+      try:
+        tokens = file_tokenizer.encode(text.decode("utf-8"))
+      except UnicodeDecodeError as e:
+        raise DataError(f"{self._path} is not UTF-8 ({e.reason} at byte {e.start}); tokenizer files read text") from None
     else:
-      raise DataError(f"unknown tokenizer {self._tokenizer!r}; use --config.data.tokenizer=char or byte")
+      raise DataError(f"unknown tokenizer {self._tokenizer!r}; use --config.data.tokenizer=char, byte or file")
     n_train = int(round(len(tokens) * (1 - self._val_fraction)))
     if n_train < 2 or len(tokens) - n_train < 2:
       raise DataError(f"{self._path} has {len(tokens)} tokens: too few for a {1 - self._val_fraction:.0%}/"
                       f"{self._val_fraction:.0%} split; give more text or change --config.data.val_fraction")
     self.info.metadata.update(tokenizer=self._tokenizer, vocab=vocab,
-                              vocab_size=len(vocab) if vocab is not None else 256,
+                              vocab_size=(len(vocab) if vocab is not None else
+                                          file_tokenizer.vocab_size if self._tokenizer == "file" else 256),
                               num_tokens={"train": n_train, "validation": len(tokens) - n_train})
     return {"train": self._generate_examples(tokens[:n_train]),
             "validation": self._generate_examples(tokens[n_train:])}
