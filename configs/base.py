@@ -11,17 +11,28 @@ def get_config(variant=None):
   del variant
   c = ml_collections.ConfigDict()
   c.seed = 0  # Seeds parameter init, dropout and the order of training batches.
-  c.objective = "next_token"  # Likelihood to maximise; one function per name in pretrain/objectives.py.
+  c.objective = "next_token"  # Likelihood to maximise; one function per name in pretrain/objectives.py
+  # ("next_token" pretrains; "classification" fine-tunes log p(label | x) through a head on the features).
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "markov"  # "markov" (embedded), "text" (your files), or a TFDS catalog name.
-  c.data.path = placeholder(str)  # File or directory of text for name="text".
+  c.data.name = "markov"  # "markov" (embedded), "text" (your files), "idx"/"npz" (your images), or a TFDS catalog name.
+  c.data.path = placeholder(str)  # File or directory: text for name="text"; IDX files (MNIST format, gzip'd or not) for "idx"; .npz arrays for "npz".
   c.data.tokenizer = "char"  # "char" (sorted unique characters), "byte" (256 symbols) or "file" (data.tokenizer_path).
   c.data.tokenizer_path = placeholder(str)  # tokenizer="file": a Hugging Face tokenizer.json, or a directory with one or with GPT-2's vocab.json + merges.txt.
   c.data.val_fraction = 0.1  # Last fraction of the text held out for validation (nanoGPT: 0.1).
   c.data.data_dir = placeholder(str)  # Where prepared datasets live; default $PRETRAIN_DATA_DIR or ~/.cache/pretrain/datasets.
   c.data.train_split = "train"  # Split names inside the TFDS dataset.
   c.data.val_split = "validation"
+  c.data.labels_per_class = 0  # Labeled train examples kept per class (a balanced subset chosen by seed); 0 keeps all.
+  # Images (idx/npz): the splits are consecutive runs of one seeded permutation of all images, NAME:COUNT each
+  # ("NAME:*" takes the rest). The default cuts the 10,000 MNIST test images into 8,000 for pretraining (labels
+  # unused), 1,000 labeled for fine-tuning and 1,000 for testing.
+  c.data.splits = ("train:8000", "finetune:1000", "test:1000")
+  c.data.split_seed = 0  # Seed of that permutation; part of the dataset's identity.
+  c.data.classes = ()  # Keep only these labels, renumbered 0..k-1 in this order, e.g. (5, 6, 7, 8, 9); () keeps all.
+  # Image preprocessing, applied to each batch in order: "scale" (uint8 -> float in [0, 1]), "binarize" (>= 128 -> 1),
+  # "pad:P", "resize:S", "random_crop:S" (centre crop in eval), "random_flip" (none in eval).
+  c.data.preprocess = ()
   c.data.markov = ml_collections.ConfigDict()
   c.data.markov.num_sources = 8  # K sources; the id of the one that emitted a sequence is its label.
   c.data.markov.vocab_size = 16  # Symbols in the alphabet (a BOS token is added on top for the model).
@@ -32,10 +43,10 @@ def get_config(variant=None):
   c.data.markov.seed = 1234  # Seed of the sources and the samples: the dataset's identity.
 
   c.model = ml_collections.ConfigDict()
-  c.model.family = "gpt"  # Model family in pretrain/models.
-  c.model.num_layers = 4  # Transformer blocks.
+  c.model.family = "gpt"  # Model family in pretrain/models: gpt, bert, lstm, seed_cnn, resnet, pixelcnn.
+  c.model.num_layers = 4  # Transformer blocks (gpt, bert), LSTM layers, or PixelCNN residual blocks.
   c.model.num_heads = 4  # Attention heads; must divide width.
-  c.model.width = 128  # Residual stream width (d_model).
+  c.model.width = 128  # Residual stream width (d_model); LSTM hidden size; PixelCNN channels.
   c.model.mlp_ratio = 4  # MLP hidden width = mlp_ratio * width.
   c.model.context = 128  # Longest sequence the model sees (position embeddings).
   c.model.vocab_size = 0  # 0: take it from the dataset; larger values pad the vocabulary (e.g. 50304).
@@ -46,6 +57,11 @@ def get_config(variant=None):
   c.model.tie_embeddings = True  # Output head shares the token embedding matrix.
   c.model.dtype = "float32"  # Compute dtype ("bfloat16" halves activation traffic); params stay float32.
   c.model.attention = "xla"  # jax.nn.dot_product_attention implementation: "xla" or "cudnn" (GPU only).
+  c.model.stage_sizes = (3, 3, 3)  # resnet: residual blocks per stage (ResNet-20: (3, 3, 3); ResNet-18: (2, 2, 2, 2)).
+  c.model.stage_widths = (16, 32, 64)  # resnet: channels per stage (ResNet-20: 16/32/64; ResNet-18: 64/128/256/512).
+  c.model.head = ml_collections.ConfigDict()  # The task head objective="classification" puts on the features.
+  c.model.head.num_classes = 0  # 0: the dataset's number of labels.
+  c.model.head.pooling = "mean"  # Features [B, ..., D] -> [B, D]: "mean" over positions, or the "last" or "first" one.
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 1e-3  # Peak learning rate after warmup.
@@ -58,6 +74,8 @@ def get_config(variant=None):
   c.optim.weight_decay = 0.1  # Decoupled (AdamW); applied to matrices only, not to biases, norms or gains.
   c.optim.grad_clip = 1.0  # Global-norm clipping; 0 disables.
   c.optim.accum_steps = 1  # Gradient accumulation: the batch is split into this many micro-batches.
+  c.optim.freeze = ()  # Regexes (re.search) over '/'-joined parameter names, e.g. "^backbone/": matches are never updated.
+  c.optim.lr_multipliers = ()  # "REGEX=MULT" entries, e.g. "^backbone/=0.1": scale matching parameters' lr and decay; first match wins.
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1000  # Optimizer updates.
@@ -73,8 +91,19 @@ def get_config(variant=None):
   c.eval.batch_size = 0  # Eval batch (sequences); 0 means train.batch_size.
   c.eval.batches = 0  # Eval batches per evaluation; 0 covers the whole validation split.
 
+  c.init = ml_collections.ConfigDict()  # Starting from a pretrained run (pretrain/finetune.py).
+  c.init.workdir = placeholder(str)  # Run directory of the pretrained model; its parameters (only) initialise this one.
+  c.init.step = 0  # Its checkpoint to load; 0 is the newest.
+  c.init.mode = placeholder(str)  # "full" (load, train all), "linear_probe" (load, train the head only) or "scratch"
+  # (random init, same architecture); unset: "full" when init.workdir is set, else "scratch".
+  c.init.architecture = "checkpoint"  # "checkpoint": model.* except head/dropout/dtype/attention come from init.workdir's
+  # config.json; "config": this config's model.* (to change the architecture on purpose, with init.dont_load).
+  c.init.dont_load = ()  # Regexes over the model's parameter names that keep their fresh init (checkpoint entries ignored).
+
   c.parallel = ml_collections.ConfigDict()
-  c.parallel.strategy = "single"  # "single" (jax.jit on one device).
+  c.parallel.strategy = "single"  # "single" (jax.jit, one device), "pmap" (all local devices) or "mesh" (jit over a Mesh).
+  c.parallel.mesh_shape = (-1, 1)  # mesh: (data, fsdp) axis sizes; -1 takes the remaining devices.
+  c.parallel.fsdp_rules = ()  # mesh: "REGEX=DIM" entries choosing the dim a parameter is sharded on over fsdp; default the largest divisible dim.
 
   c.lock()
   return c

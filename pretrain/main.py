@@ -14,7 +14,8 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  from pretrain import train  # Imported after flag parsing so `--help` is fast.
+  from pretrain import distributed, train  # Imported after flag parsing so `--help` is fast.
+  distributed.initialize_from_env()
   config = cli.load_config(FLAGS.config, cli.OVERRIDES)
   train.train(config, FLAGS.workdir)
 

@@ -1,16 +1,32 @@
 """How the pure steps of `step.py` run on devices. One class per strategy, one interface:
 
-  place(state)            put a host/initial state where the strategy keeps it
-  for_checkpoint(state)   the state as a global pytree Orbax can save (unreplicated)
-  abstract(state)         ShapeDtypeStructs carrying this strategy's shardings, the restore target
-  train(step_factory, k)  compiled (state, batches[k]) -> (state, metrics[k]) with the state donated
-  evaluate(eval_factory)  compiled (state, batch) -> sums
-  batch(host_batch, k)    this process's rows as device arrays, with a leading [k] axis when k > 0
+  num_devices             devices over all processes that share one global batch
+  place(state)            a checkpoint-form (or fresh) state -> the form this strategy trains on
+  for_checkpoint(state)   the training form -> a topology-free pytree Orbax saves
+  abstract(state)         ShapeDtypeStructs with this strategy's shardings: the restore target
+  train(make_step, k)     compiled (state, batches[k, ...]) -> (state, metrics[k]), state donated
+  evaluate(make_eval)     compiled (state, batch) -> sums
+  batch(host_batch, steps_axis)  this process's rows -> device arrays in the layout `train` (steps_axis:
+                          a leading [k] axis of steps) or `evaluate` takes
+  fetch(tree)             device results -> host numpy (one copy of replicated values)
+
+Checkpoints always hold global, unreplicated arrays, so any strategy resumes any other's checkpoint.
 """
+import re
+
 import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from pretrain.errors import ConfigError
 from pretrain.step import make_multi_step
+
+
+def _host(x):
+  """One host copy of a value that is replicated (or fully addressable) on this process."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return np.asarray(x.addressable_data(0))
+  return np.asarray(x)
 
 
 class Single:
@@ -18,7 +34,8 @@ class Single:
   name = "single"
 
   def __init__(self, config):
-    del config
+    if jax.process_count() > 1:
+      raise ConfigError("parallel.strategy=single cannot span processes; use --config.parallel.strategy=mesh")
     self.device = jax.local_devices()[0]
     self.num_devices = 1
 
@@ -38,19 +55,180 @@ class Single:
   def evaluate(self, make_eval_step):
     return jax.jit(make_eval_step(axis_name=None))
 
-  def batch(self, host_batch):
+  def batch(self, host_batch, steps_axis=False):
     return jax.device_put(host_batch, self.device)
 
   def fetch(self, tree):
-    return jax.device_get(tree)
+    return jax.tree_util.tree_map(_host, tree)
 
 
-STRATEGIES = {"single": Single}
+class _GlobalReplicated:
+  """Checkpoint form shared by pmap and mesh data parallelism: replicated arrays over all devices."""
+
+  def _replicated(self):
+    return NamedSharding(self.global_mesh, P())
+
+  def _to_global(self, host_tree, shardings):
+    return jax.tree_util.tree_map(
+        lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x), np.shape(x)), host_tree, shardings)
+
+
+class Pmap(_GlobalReplicated):
+  """jax.pmap over this process's devices: state replicated, gradients and sums psum'd over `batch`."""
+  name = "pmap"
+
+  def __init__(self, config):
+    self.local = jax.local_devices()
+    self.num_devices = len(self.local) * jax.process_count()
+    self.global_mesh = Mesh(np.array(jax.devices()), ("batch",))
+    self.stacked = NamedSharding(Mesh(np.array(self.local), ("batch",)), P("batch"))
+
+  def place(self, state):
+    n = len(self.local)
+    return jax.tree_util.tree_map(
+        lambda x: jax.device_put(np.broadcast_to(_host(x), (n, *np.shape(x))), self.stacked), state)
+
+  def for_checkpoint(self, state):
+    host = jax.tree_util.tree_map(lambda x: _host(x)[0], state)
+    return self._to_global(host, jax.tree_util.tree_map(lambda _: self._replicated(), host))
+
+  def abstract(self, state):
+    rep = self._replicated()
+    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=rep), state)
+
+  def train(self, make_train_step, steps_per_call):
+    multi = make_multi_step(make_train_step(axis_name="batch"), steps_per_call)
+    return jax.pmap(multi, axis_name="batch", donate_argnums=0)
+
+  def evaluate(self, make_eval_step):
+    return jax.pmap(make_eval_step(axis_name="batch"), axis_name="batch")
+
+  def batch(self, host_batch, steps_axis=False):
+    """[k, B, ...] or [B, ...] local rows -> [devices, k, B/devices, ...] (or [devices, B/devices, ...])."""
+    n = len(self.local)
+
+    def split(x):
+      if steps_axis:
+        k, b = x.shape[:2]
+        return np.moveaxis(x.reshape(k, n, b // n, *x.shape[2:]), 1, 0)
+      return x.reshape(n, x.shape[0] // n, *x.shape[1:])
+    return jax.device_put(jax.tree_util.tree_map(split, host_batch), self.stacked)
+
+  def fetch(self, tree):
+    return jax.tree_util.tree_map(lambda x: _host(x)[0], tree)
+
+
+class MeshStrategy(_GlobalReplicated):
+  """jax.jit over a (data, fsdp) Mesh: the batch is split over all devices; parameters and optimizer
+  state are sharded over `fsdp` (FSDP / ZeRO-3) and replicated over `data`."""
+  name = "mesh"
+
+  def __init__(self, config):
+    p = config.parallel
+    devices = jax.devices()
+    shape = list(p.mesh_shape)
+    if len(shape) != 2 or shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
+      raise ConfigError(f"parallel.mesh_shape={tuple(shape)} must be (data, fsdp) sizes with at most one -1")
+    known = int(np.prod([s for s in shape if s != -1]))
+    if -1 in shape:
+      if len(devices) % known:
+        raise ConfigError(f"parallel.mesh_shape={tuple(p.mesh_shape)} does not divide the {len(devices)} devices")
+      shape[shape.index(-1)] = len(devices) // known
+    needed = int(np.prod(shape))
+    if needed > len(devices) or (needed < len(devices) and jax.process_count() > 1):
+      raise ConfigError(f"parallel.mesh_shape={tuple(p.mesh_shape)} needs {needed} devices; there are "
+                        f"{len(devices)} (use -1 to fill)")
+    devices = devices[:needed]  # A smaller mesh than the host has uses its first devices.
+    # Built by hand, not jax.make_mesh: devices stay in process order, so each process's rows of the
+    # global batch land on its own devices.
+    self.global_mesh = Mesh(np.array(devices).reshape(shape), ("data", "fsdp"),
+                            axis_types=(AxisType.Auto, AxisType.Auto))
+    self.num_devices = len(devices)
+    self.fsdp_size = shape[1]
+    self.rules = [_parse_rule(r) for r in p.fsdp_rules]
+    self._state_shardings = None
+
+  def _leaf_sharding(self, path, x):
+    shape = np.shape(x)
+    name = path_name(path)
+    spec = [None] * len(shape)
+    if self.fsdp_size > 1 and shape:
+      dim = next((d for pattern, d in self.rules if pattern.search(name)), None)
+      if dim is None:  # The largest dimension the fsdp axis divides.
+        candidates = [d for d in np.argsort(shape)[::-1] if shape[d] % self.fsdp_size == 0]
+        dim = int(candidates[0]) if candidates else None
+      elif dim >= len(shape) or shape[dim] % self.fsdp_size:
+        dim = None
+      if dim is not None:
+        spec[dim] = "fsdp"
+    return NamedSharding(self.global_mesh, P(*spec))
+
+  def shardings(self, state):
+    return jax.tree_util.tree_map_with_path(self._leaf_sharding, state)
+
+  def place(self, state):
+    shardings = self.shardings(state)
+    self._state_shardings = shardings
+    if all(isinstance(x, jax.Array) and x.sharding == s for x, s in
+           zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(shardings))):
+      return state
+    return self._to_global(jax.tree_util.tree_map(_host, state), shardings)
+
+  def for_checkpoint(self, state):
+    return state
+
+  def abstract(self, state):
+    return jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s),
+                                  state, self.shardings(state))
+
+  def _batch_sharding(self, x, leading_k):
+    spec = (None, ("data", "fsdp")) if leading_k else (("data", "fsdp"),)
+    return NamedSharding(self.global_mesh, P(*spec[:x.ndim]))
+
+  def train(self, make_train_step, steps_per_call):
+    if self._state_shardings is None:
+      raise RuntimeError("MeshStrategy.place(state) must run before train(): it fixes the state's shardings")
+    multi = make_multi_step(make_train_step(axis_name=None), steps_per_call)
+    rep = self._replicated()
+    return jax.jit(multi, out_shardings=(self._state_shardings, rep), donate_argnums=0)
+
+  def evaluate(self, make_eval_step):
+    return jax.jit(make_eval_step(axis_name=None), out_shardings=self._replicated())
+
+  def batch(self, host_batch, steps_axis=False):
+    """Local rows -> global arrays sharded over every device along the batch axis."""
+    def put(x):
+      sharding = self._batch_sharding(x, steps_axis)
+      batch_axis = 1 if steps_axis else 0
+      global_shape = list(x.shape)
+      global_shape[batch_axis] *= jax.process_count()
+      return jax.make_array_from_process_local_data(sharding, x, tuple(global_shape))
+    return jax.tree_util.tree_map(put, host_batch)
+
+  def fetch(self, tree):
+    return jax.tree_util.tree_map(_host, tree)
+
+
+def path_name(path) -> str:
+  """'params/h_0/attn/c_attn/kernel' for a pytree key path: what regex rules match against."""
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def _parse_rule(rule: str):
+  pattern, _, dim = rule.rpartition("=")
+  try:
+    return re.compile(pattern), int(dim)
+  except (re.error, ValueError):
+    raise ConfigError(f"parallel.fsdp_rules entry {rule!r} must be 'REGEX=DIM', e.g. 'wte/embedding=0'") from None
+
+
+STRATEGIES = {"single": Single, "pmap": Pmap, "mesh": MeshStrategy}
 
 
 def make(config):
   try:
-    return STRATEGIES[config.parallel.strategy](config)
+    cls = STRATEGIES[config.parallel.strategy]
   except KeyError:
     raise ConfigError(f"unknown parallel.strategy={config.parallel.strategy!r}; "
                       f"use one of {', '.join(STRATEGIES)}") from None
+  return cls(config)

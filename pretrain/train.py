@@ -15,7 +15,7 @@ import time
 import jax
 import numpy as np
 
-from pretrain import checkpoint, configlib, data, metrics, models, objectives, optim, parallel, step
+from pretrain import checkpoint, configlib, data, finetune, ledger, metrics, models, objectives, optim, parallel, step
 
 
 def count_params(params) -> int:
@@ -26,10 +26,11 @@ class Run:
   """Everything a loop needs, built once; `evaluate` and `train` can be used from a notebook."""
 
   def __init__(self, config, workdir: str):
+    config = finetune.resolve_config(config)  # A pretrained backbone's architecture, for fine-tuning runs.
     self.config, self.workdir = config, workdir
     self.process_index, self.process_count = jax.process_index(), jax.process_count()
     self.strategy = parallel.make(config)
-    configlib.validate(config, num_devices=self.strategy.num_devices * self.process_count)
+    configlib.validate(config, num_devices=self.strategy.num_devices)
     self.dataset = data.load(config)
     self.seq_len = data.seq_len(self.dataset, config.model.context)
     self.model = models.build(config, self.dataset)
@@ -38,7 +39,7 @@ class Run:
     self.writer = metrics.MetricWriter(workdir, enabled=self.process_index == 0)
     sample = data.train_batch(self.dataset.train, 0, seed=config.seed, batch_size=config.train.batch_size,
                               seq_len=self.seq_len)
-    example_inputs = objectives.MODEL_INPUTS[config.objective](sample)[:1]
+    self.example_inputs = example_inputs = objectives.MODEL_INPUTS[config.objective](sample)[:1]
     self.init_state = functools.partial(step.init_state, self.model, self.tx, example_inputs, config.seed)
 
   def batches(self, first_step: int, k: int):
@@ -55,7 +56,7 @@ class Run:
         max_batches=e.batches, process_index=self.process_index, process_count=self.process_count)]
     out = metrics.summarize_eval(self.strategy.fetch(sums))
     meta = self.dataset.metadata
-    if "entropy_bits_per_token" in meta:
+    if "entropy_bits_per_token" in meta and self.config.objective == "next_token":
       out["entropy_bits_per_token"] = meta["entropy_bits_per_token"]
       out["bits_above_entropy"] = out["bits_per_token"] - meta["entropy_bits_per_token"]
     return out
@@ -65,25 +66,29 @@ def train(config, workdir: str) -> dict:
   """Trains (or resumes) the run in `workdir`; returns the final eval metrics."""
   os.makedirs(workdir, exist_ok=True)
   run = Run(config, workdir)
+  config = run.config
   t, strategy = config.train, run.strategy
   if run.process_index == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(configlib.to_json(config))
+  ledger.start(run)  # DIR/run.json: config, code version, packages, hardware; completed by ledger.finish.
   ckpt = checkpoint.Checkpointer(workdir, keep=t.keep_checkpoints, async_save=t.async_checkpoints)
   state = run.init_state()
   num_params = count_params(state.params)
   position_params = int(np.prod(state.params["wpe"]["embedding"].shape)) if "wpe" in state.params else 0
-  flops_per_token = models.flops_per_token(config, num_params, position_params)
+  flops_per_token = models.flops_per_token(config, num_params, position_params, run.model,
+                                           step.variables(state.params, state.model_state), run.example_inputs)
   start = ckpt.latest_step()
   if start is not None:
-    state = ckpt.restore(start, strategy.abstract(strategy.place(state)))
+    state = ckpt.restore(start, strategy.abstract(state))
     run.writer.console(f"resumed from {ckpt.directory}/{start}")
   else:
     start = 0
-    state = strategy.place(state)
+    state = finetune.load_pretrained(config, run.model, run.tx, state, log=run.writer.console)
+  state = strategy.place(state)
   run.writer.truncate_after(start)
   run.writer.console(f"{num_params:,} parameters; {run.dataset.name}; {strategy.name} on "
-                     f"{strategy.num_devices * run.process_count} device(s); steps {start}->{t.steps}")
+                     f"{strategy.num_devices} device(s); steps {start}->{t.steps}")
 
   k = t.steps_per_call
   train_fn = strategy.train(functools.partial(step.make_train_step, run.model, run.objective, run.tx,
@@ -95,7 +100,7 @@ def train(config, workdir: str) -> dict:
   pending, timed_steps, timed_seconds, final = [], 0, 0.0, None
   tick = time.perf_counter()
   for s in range(start, t.steps, k):
-    state, step_metrics = train_fn(state, strategy.batch(run.batches(s, k)))
+    state, step_metrics = train_fn(state, strategy.batch(run.batches(s, k), steps_axis=True))
     pending.append(step_metrics)
     done, timed_steps = s + k, timed_steps + k
     is_last = done == t.steps
@@ -121,6 +126,7 @@ def train(config, workdir: str) -> dict:
       run.writer.write(done, "val", final)
       extra = (f" | entropy {final['entropy_bits_per_token']:.4f} (+{final['bits_above_entropy']:.4f})"
                if "entropy_bits_per_token" in final else "")
+      extra += f" | accuracy {final['accuracy']:.4f}" if "accuracy" in final else ""
       run.writer.console(f"step {done:>6} | val loss {final['loss']:.4f} ± {final['loss_sem']:.4f} | "
                          f"{final['bits_per_token']:.4f} bits/token{extra}")
     if save:
@@ -128,6 +134,7 @@ def train(config, workdir: str) -> dict:
     tick = time.perf_counter()
   ckpt.close()
   run.writer.close()
+  ledger.finish(run)
   if final is None:  # Resumed at the end: report the saved state's metrics again.
     final = run.evaluate(eval_fn, state)
   return final

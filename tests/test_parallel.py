@@ -1,0 +1,127 @@
+"""Every strategy trains the same model as `single`, and checkpoints move between topologies.
+
+Tolerance: the strategies add the same sums in a different order (per-device partial sums, psum), so
+float32 results agree to rounding, not bitwise: losses to 1e-5 relative, parameters to 2e-5 absolute
+after 20 AdamW steps (Adam's normalisation amplifies the rounding of tiny gradients a little).
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from pretrain import parallel, run_dir, train
+from tests.conftest import ROOT, read_metrics, run_main, tiny_config
+
+STRATEGIES = {
+    "pmap": {"parallel.strategy": "pmap"},
+    "mesh_data": {"parallel.strategy": "mesh", "parallel.mesh_shape": "(8,1)"},
+    "mesh_fsdp": {"parallel.strategy": "mesh", "parallel.mesh_shape": "(1,8)"},
+    "mesh_2x4": {"parallel.strategy": "mesh", "parallel.mesh_shape": "(2,4)"},
+}
+
+
+def _params(workdir):
+  return jax.tree_util.tree_leaves(run_dir.load(str(workdir)).params)
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("single")
+  train.train(tiny_config(**{"model.width": 64}), str(workdir))
+  return workdir
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_strategy_matches_single(single_run, tmp_path, name):
+  assert jax.device_count() == 8
+  train.train(tiny_config(**{"model.width": 64, **STRATEGIES[name]}), str(tmp_path))
+  for split in ("train", "val"):
+    a, b = read_metrics(single_run, split), read_metrics(tmp_path, split)
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=1e-5)
+  for x, y in zip(_params(single_run), _params(tmp_path)):
+    np.testing.assert_allclose(y, x, atol=2e-5)
+
+
+def test_fsdp_shards_parameters_and_optimizer_state():
+  config = tiny_config(**{"model.width": 64, "parallel.strategy": "mesh", "parallel.mesh_shape": "(2,4)",
+                          "parallel.fsdp_rules": "('wpe/embedding=1',)"})
+  run = train.Run(config, "/tmp/unused-fsdp")
+  state = run.strategy.place(run.init_state())
+  specs = {parallel.path_name(path): x.sharding.spec
+           for path, x in jax.tree_util.tree_leaves_with_path(state)}
+  kernel = [k for k in specs if k.endswith("mlp/c_fc/kernel")]
+  assert kernel and all("fsdp" in tuple(specs[k]) for k in kernel)  # params and both Adam moments
+  assert tuple(specs["params/wpe/embedding"]) == (None, "fsdp")  # a regex rule picks the dim
+  assert tuple(specs["step"]) == ()
+  shard = next(x for p, x in jax.tree_util.tree_leaves_with_path(state) if "c_fc" in str(p) and x.ndim == 2)
+  assert shard.addressable_shards[0].data.shape[1] == shard.shape[1] // 4
+
+
+def test_bad_mesh_shapes_are_config_errors():
+  from pretrain.errors import ConfigError
+  for shape in ("(3,-1)", "(16,1)", "(-1,-1)"):
+    with pytest.raises(ConfigError, match="mesh_shape"):
+      parallel.make(tiny_config(**{"parallel.strategy": "mesh", "parallel.mesh_shape": shape}))
+  with pytest.raises(ConfigError, match="not divisible by the 8 devices"):
+    train.Run(tiny_config(**{"parallel.strategy": "pmap", "train.batch_size": 12}), "/tmp/unused")
+
+
+def test_checkpoint_moves_pmap8_to_single_to_fsdp4(tmp_path):
+  """Save under pmap on 8 devices, resume on 1 device, then on a 4-device FSDP mesh."""
+  common = {"model.width": 64, "train.steps": 30, "optim.decay_steps": 30, "train.log_every": 5,
+            "train.eval_every": 10, "train.checkpoint_every": 10, "train.async_checkpoints": False}
+  reference = tmp_path / "reference"
+  train.train(tiny_config(**common), str(reference))
+  moved = str(tmp_path / "moved")
+  train.train(tiny_config(**{**common, "train.steps": 10, "parallel.strategy": "pmap"}), moved)
+  train.train(tiny_config(**{**common, "train.steps": 20}), moved)
+  train.train(tiny_config(**{**common, "parallel.strategy": "mesh", "parallel.mesh_shape": "(1,4)"}), moved)
+  a, b = read_metrics(reference), read_metrics(moved)
+  assert [(r["step"], r["split"]) for r in a] == [(r["step"], r["split"]) for r in b]
+  np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=2e-5)
+
+
+def _launch(workdir, *extra, processes=2, devices=2):
+  return subprocess.Popen([sys.executable, "-m", "launch.multiprocess", "--processes", str(processes),
+                           "--devices-per-process", str(devices), "--", "--config", "configs/quickstart.py:tiny",
+                           "--workdir", str(workdir), "--config.train.steps=30", *extra],
+                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True)
+
+
+def test_two_processes_match_one_process_and_resume_after_kill(tmp_path):
+  one = tmp_path / "one"
+  run_main("--config", "configs/quickstart.py:tiny", "--workdir", one, "--config.train.steps=30",
+           "--config.parallel.strategy=mesh", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+  two = tmp_path / "two"
+  proc = _launch(two)
+  deadline = time.time() + 240
+  while time.time() < deadline and not (two / "checkpoints" / "10").exists():
+    time.sleep(0.1)
+  os.killpg(proc.pid, signal.SIGKILL)  # every process of the job, as a preemption would
+  proc.wait()
+  assert (two / "checkpoints" / "10").exists()
+  proc = _launch(two)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, out[-3000:]
+  assert "resumed from" in out
+  a, b = read_metrics(one), read_metrics(two)
+  assert [(r["step"], r["split"]) for r in a] == [(r["step"], r["split"]) for r in b]
+  np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=1e-5)
+
+
+def test_multiprocess_dry_run_prints_each_process():
+  out = subprocess.run([sys.executable, "-m", "launch.multiprocess", "--processes", "3", "--devices-per-process",
+                        "2", "--port", "1234", "--dry-run", "--", "--config", "c.py", "--workdir", "w"],
+                       cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
+  assert len(out) == 3
+  for i, line in enumerate(out):
+    assert f"PRETRAIN_PROCESS_ID={i}" in line and "PRETRAIN_COORDINATOR=127.0.0.1:1234" in line
+    assert "--xla_force_host_platform_device_count=2" in line
+    assert line.endswith("-m pretrain.main --config c.py --workdir w --config.parallel.strategy=mesh")
