@@ -67,6 +67,20 @@ class MetricWriter:
       self._tb.close()
 
 
+def read(workdir: str) -> list[dict]:
+  """The lines of DIR/metrics.jsonl in order; [] when there is none. A line cut short by a kill is skipped."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  rows = []
+  for line in open(path):
+    try:
+      rows.append(json.loads(line))
+    except ValueError:
+      pass
+  return rows
+
+
 def _plain(v):
   if isinstance(v, (np.floating, np.integer)):
     return v.item()

@@ -1,0 +1,275 @@
+"""Final metrics and curves of any set of workdirs: a table with mean ± std over seeds per setting, and plots.
+
+  python -m pretrain.report DIR... [--out DIR] [--metric val.loss]
+
+Each DIR is a workdir of pretrain.main or a folder of them (a sweep's --root). The swept keys are the
+config keys whose values differ across the workdirs, the seed excepted: runs that differ only in their
+seed are one setting, and ± is the standard deviation over its seeds (ddof=1). Only finished runs (a
+metrics line at train.steps) enter the table; the others are listed under it with the step they reached.
+
+Writes OUT/report.md, OUT/report.csv (one row per setting), OUT/loss_curves.png (train and val loss of
+every run, one colour per setting) and OUT/<metric>_vs_<key>.png for each swept key. OUT defaults to the
+folder that holds the workdirs.
+"""
+import csv
+import dataclasses
+import json
+import math
+import os
+
+import numpy as np
+from absl import flags
+
+from pretrain import cli, configlib, ledger, metrics
+from pretrain.errors import PretrainError
+
+flags.DEFINE_string("out", None, "Folder for report.md, report.csv and the plots; default: the workdirs' parent.")
+flags.DEFINE_string("metric", "val.loss", "Final metric plotted against each swept value: SPLIT.KEY of "
+                    "metrics.jsonl (e.g. val.bits_above_entropy) or wall_s.")
+FLAGS = flags.FLAGS
+
+# (metric, column title): a column appears when some run has the metric.
+COLUMNS = (("val.loss", "val loss (nats/token)"), ("val.bits_per_token", "val bits/token"),
+           ("val.bits_above_entropy", "bits/token above entropy"), ("val.accuracy", "val accuracy"),
+           ("train.loss", "train loss"), ("wall_s", "wall time (s)"))
+
+
+@dataclasses.dataclass
+class Entry:
+  workdir: str
+  config: dict  # Flat: {"model.num_layers": 2, ...}.
+  record: dict  # run.json, {} when the workdir has none.
+  rows: list  # metrics.jsonl lines.
+
+  @property
+  def step(self) -> int:
+    return max((row.get("step", 0) for row in self.rows), default=0)
+
+  @property
+  def finished(self) -> bool:
+    return self.step >= self.config.get("train.steps", math.inf)
+
+  def final(self, metric: str) -> float | None:
+    if metric == "wall_s":
+      return self.record.get("wall_s")
+    split, _, key = metric.partition(".")
+    last = [row for row in self.rows if row.get("split") == split and key in row]
+    return last[-1][key] if last else None
+
+
+def find_workdirs(paths) -> list[str]:
+  """Each path if it is a workdir (has metrics.jsonl), else its subfolders that are."""
+  found = []
+  for path in paths:
+    if os.path.exists(os.path.join(path, "metrics.jsonl")):
+      found.append(path)
+      continue
+    subdirs = sorted(os.path.join(path, d) for d in os.listdir(path)) if os.path.isdir(path) else []
+    inside = [d for d in subdirs if os.path.exists(os.path.join(d, "metrics.jsonl"))]
+    if not inside:
+      raise PretrainError(f"{path} has no metrics.jsonl, nor do its subfolders; pass workdirs of pretrain.main "
+                          "or a sweep's --root")
+    found += inside
+  return found
+
+
+def load(workdir: str) -> Entry:
+  record = ledger.read(workdir) or {}
+  config = record.get("config")
+  if config is None:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+      raise PretrainError(f"{workdir} has neither run.json nor config.json; is it a workdir of pretrain.main?")
+    with open(path) as f:
+      config = json.load(f)
+  return Entry(workdir, configlib.flatten(config), record, metrics.read(workdir))
+
+
+def swept_keys(entries: list[Entry]) -> list[str]:
+  keys = list(dict.fromkeys(key for entry in entries for key in entry.config))
+  return [key for key in keys if key != "seed" and
+          len({json.dumps(entry.config.get(key), sort_keys=True) for entry in entries}) > 1]
+
+
+def group(entries: list[Entry], keys: list[str]) -> list[tuple[tuple, list[Entry]]]:
+  """(values of the swept keys, the runs with them), sorted by value, runs by seed."""
+  groups = {}
+  for entry in entries:
+    groups.setdefault(json.dumps([entry.config.get(key) for key in keys]), []).append(entry)
+  ordered = sorted(groups.values(), key=lambda g: [_sort_key(g[0].config.get(key)) for key in keys])
+  return [(tuple(g[0].config.get(key) for key in keys), sorted(g, key=lambda e: e.config.get("seed", 0)))
+          for g in ordered]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+  values = np.array(values, dtype=float)
+  return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def write(out: str, workdirs: list[str], *, metric: str = "val.loss", command: str | None = None,
+          failures=()) -> str:
+  """Writes report.md, report.csv and the PNG plots into `out`; returns the path of report.md."""
+  entries = [load(w) for w in workdirs]
+  done = [e for e in entries if e.finished]
+  if not done:
+    raise PretrainError(f"none of the {len(entries)} workdirs has finished training; nothing to report yet")
+  keys = swept_keys(done)
+  groups = group(done, keys)
+  columns = [(m, title) for m, title in COLUMNS if any(e.final(m) is not None for e in done)]
+  if metric not in [m for m, _ in columns]:
+    if all(e.final(metric) is None for e in done):
+      raise PretrainError(f"--metric={metric} is in no finished run's metrics.jsonl; use SPLIT.KEY, e.g. val.loss")
+    columns.append((metric, metric))
+  os.makedirs(out, exist_ok=True)
+
+  table = [[*map(_show, setting), str(len(runs)),
+            *(_mean_std_text([v for v in (e.final(m) for e in runs) if v is not None], m) for m, _ in columns)]
+           for setting, runs in groups]
+  header = [*keys, "seeds", *(title for _, title in columns)]
+  with open(os.path.join(out, "report.csv"), "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow([*keys, "seeds", *(f"{m}_{stat}" for m, _ in columns for stat in ("mean", "std"))])
+    for setting, runs in groups:
+      stats = [mean_std([v for v in (e.final(m) for e in runs) if v is not None] or [math.nan]) for m, _ in columns]
+      writer.writerow([*setting, len(runs), *(x for pair in stats for x in pair)])
+
+  plots = [_plot_curves(groups, keys, os.path.join(out, "loss_curves.png"))]
+  for key in keys:
+    name = f"{metric.replace('.', '_')}_vs_{key}.png"
+    plots.append(_plot_metric(groups, keys, key, metric, os.path.join(out, name)))
+
+  seeds = sorted({e.config.get("seed") for e in done}, key=_sort_key)
+  lines = [f"# Report: {os.path.basename(os.path.abspath(out))}", "",
+           f"{len(done)} finished runs, {len(groups)} setting(s) × seeds {', '.join(map(str, seeds))}; "
+           f"swept: {', '.join(f'`{k}`' for k in keys) or 'nothing'}. Each cell is the mean ± standard deviation "
+           "over seeds of the run's last metrics line.", ""]
+  if command:
+    lines += [f"Command: `{command}`", ""]
+  lines += [f"Code: {_distinct(_code(e.record) for e in done)}. Hardware: {_distinct(_hardware(e.record) for e in done)}.",
+            f"Wall time: {metrics.format_duration(sum(e.record.get('wall_s', 0.0) for e in done))} in all.", "",
+            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(row) + " |" for row in table]
+  unfinished = [e for e in entries if not e.finished]
+  if unfinished:
+    lines += ["", "Unfinished (not in the table):"]
+    lines += [f"- {e.workdir}: step {e.step} of {e.config.get('train.steps')}" for e in unfinished]
+  if failures:
+    lines += ["", "Failed:"] + [f"- {name}: {error}" for name, error in failures]
+  lines += [""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots] + [""]
+  path = os.path.join(out, "report.md")
+  with open(path, "w") as f:
+    f.write("\n".join(lines))
+  return path
+
+
+def _mean_std_text(values, metric) -> str:
+  if not values:
+    return "–"
+  mean, std = mean_std(values)
+  digits = 0 if metric == "wall_s" else 4
+  return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if len(values) > 1 else "")
+
+
+def _show(value) -> str:
+  return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _sort_key(value):
+  return (0, value, "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0, str(value))
+
+
+def _distinct(texts) -> str:
+  return "; ".join(dict.fromkeys(texts))
+
+
+def _code(record) -> str:
+  code = record.get("code") or {}
+  if not code.get("commit"):
+    return "not a git checkout"
+  return f"commit {code['commit'][:10]}" + (" (with uncommitted changes)" if code.get("dirty") else "")
+
+
+def _hardware(record) -> str:
+  hw, packages = record.get("hardware"), record.get("packages") or {}
+  if not hw:
+    return "not recorded"
+  return (f"{hw['cpu_count']} CPU cores ({hw['cpu']}), {hw['devices_used']} of {hw['device_count']} "
+          f"{hw['device_kind']} device(s), {hw['process_count']} process(es), jax {packages.get('jax')}")
+
+
+def _label(keys, values) -> str:
+  return ", ".join(f"{key.rpartition('.')[2]}={_show(v)}" for key, v in zip(keys, values))
+
+
+def _pyplot():
+  import matplotlib
+  matplotlib.use("Agg")  # Files only: works without a display.
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def _plot_curves(groups, keys, path) -> str:
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  for i, (setting, runs) in enumerate(groups):
+    for j, entry in enumerate(runs):
+      for ax, split in zip(axes, ("train", "val")):
+        rows = [row for row in entry.rows if row.get("split") == split and "loss" in row]
+        ax.plot([row["step"] for row in rows], [row["loss"] for row in rows], color=f"C{i % 10}", lw=1, alpha=0.8,
+                marker="o" if split == "val" else None, ms=3,
+                label=(_label(keys, setting) or "runs") + f" ({len(runs)} seeds)" if j == 0 else None)
+  for ax, split in zip(axes, ("train", "val")):
+    ax.set(xlabel="step", ylabel="loss (nats/token)", title=f"{split} loss")
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def _plot_metric(groups, keys, key, metric, path) -> str:
+  """The final metric against one swept key: one line per setting of the other swept keys."""
+  plt = _pyplot()
+  i = keys.index(key)
+  others = [k for k in keys if k != key]
+  lines = {}
+  for setting, runs in groups:
+    values = [v for v in (e.final(metric) for e in runs) if v is not None]
+    if values:
+      rest = tuple(v for k, v in zip(keys, setting) if k != key)
+      lines.setdefault(rest, []).append((setting[i], *mean_std(values)))
+  xs = sorted({x for points in lines.values() for x, _, _ in points}, key=_sort_key)
+  numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+  position = (lambda x: x) if numeric else {x: n for n, x in enumerate(xs)}.get
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for rest, points in sorted(lines.items(), key=lambda item: [_sort_key(v) for v in item[0]]):
+    points.sort(key=lambda p: _sort_key(p[0]))
+    ax.errorbar([position(x) for x, _, _ in points], [m for _, m, _ in points], yerr=[s for _, _, s in points],
+                marker="o", capsize=3, label=_label(others, rest) or None)
+  if numeric and min(xs) > 0 and max(xs) / min(xs) >= 10:
+    ax.set_xscale("log")
+    ax.minorticks_off()  # The swept values are the ticks.
+  ax.set_xticks([position(x) for x in xs], [_show(x) for x in xs])
+  ax.set(xlabel=key, ylabel=f"final {dict(COLUMNS).get(metric, metric)}", title="mean ± std over seeds")
+  ax.grid(alpha=0.3)
+  if others:
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def main(argv):
+  if len(argv) < 2:
+    raise PretrainError("pass workdirs or a sweep folder: python -m pretrain.report DIR... [--out DIR]")
+  workdirs = find_workdirs(argv[1:])
+  out = FLAGS.out or os.path.commonpath([os.path.dirname(os.path.abspath(w)) for w in workdirs])
+  path = write(out, workdirs, metric=FLAGS.metric)
+  print(open(path).read())
+  print(f"report: {path}, {os.path.join(out, 'report.csv')} and plots")
+
+
+if __name__ == "__main__":
+  cli.run(main)
