@@ -9,9 +9,12 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
+# torch (test extra only) goes in first as its CPU build where the index offers one: the default wheel
+# pulls ~5 GB of CUDA libraries into a fresh venv.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q 'torch==2.13.0+cpu' || $(PY) -m pip install -q 'torch==2.13.0'
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
