@@ -82,7 +82,8 @@ def load(workdir: str) -> Entry:
       raise PretrainError(f"{workdir} has neither run.json nor config.json; is it a workdir of pretrain.main?")
     with open(path) as f:
       config = json.load(f)
-  return Entry(workdir, configlib.flatten(config), record, metrics.read(workdir))
+  flat = {key: tuple(v) if isinstance(v, list) else v for key, v in configlib.flatten(config).items()}  # hashable
+  return Entry(workdir, flat, record, metrics.read(workdir))
 
 
 def swept_keys(entries: list[Entry]) -> list[str]:
