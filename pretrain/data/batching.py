@@ -4,10 +4,12 @@ uninterrupted run sees from step k, and each process materialises only its own r
 A batch is a dict of numpy arrays with a leading batch axis:
   tokens      int32 [B, T+1]  inputs are tokens[:, :-1], next-token targets tokens[:, 1:]
   token_mask  float32 [B, T+1]  1 for real tokens, 0 for padding (the last eval window of a stream)
+  image       uint8 [B, H, W, C]  pixel levels, or float32 after the `scale` preprocessing
   label       int32 [B]     class label, for labeled datasets
   mask        float32 [B]   1 for real examples, 0 for padding rows of the last eval batch
 """
 import dataclasses
+from typing import Callable
 
 import numpy as np
 
@@ -25,6 +27,10 @@ class TokenStream:
 class Records:
   """Fixed-shape examples (sequences, images) with optional labels."""
   fields: dict  # name -> array with leading axis N
+  # (batch, rngs) -> batch, applied to every batch (image preprocessing). rngs holds one generator per
+  # training row, keyed by (seed, position in the stream), so random augmentation resumes exactly; None
+  # in evaluation.
+  transform: Callable | None = None
 
   def __len__(self):
     return len(next(iter(self.fields.values())))
@@ -54,6 +60,8 @@ def train_batch(split, step: int, *, seed: int, batch_size: int, seq_len: int,
     where = positions // n == epoch
     index[where] = perm[positions[where] % n]
   batch = {k: v[index] for k, v in split.fields.items()}
+  if split.transform is not None:
+    batch = split.transform(batch, [np.random.default_rng([seed, int(p), 2]) for p in positions])
   batch["mask"] = np.ones(len(index), np.float32)
   return batch
 
@@ -94,5 +102,7 @@ def eval_batches(split, *, batch_size: int, seq_len: int, max_batches: int = 0,
       batch = {"tokens": tokens, "token_mask": token_mask}
     else:
       batch = {k: v[chunk] for k, v in split.fields.items()}
+      if split.transform is not None:
+        batch = split.transform(batch, None)
     batch["mask"] = valid
     yield {k: v[rows] for k, v in batch.items()}
