@@ -6,6 +6,8 @@ layout resumes on another.
 """
 import os
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from pretrain.errors import CheckpointError
@@ -37,3 +39,37 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def _reader(directory: str) -> ocp.CheckpointManager:
+  """A manager that only reads another run's checkpoints. Restoring part of a saved tree needs its own
+  manager with a PyTree handler: a Checkpointer's manager is bound to StandardSave/Restore of whole states."""
+  if not os.path.isdir(directory):
+    raise CheckpointError(f"{directory} does not exist; point --config.init.workdir at a run directory of pretrain.main")
+  return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
+                               item_handlers=ocp.PyTreeCheckpointHandler())
+
+
+def saved_tree(directory: str, step: int | None = None):
+  """(step, metadata tree) of checkpoint `step` (default the newest) in `directory`; leaves have .shape/.dtype."""
+  manager = _reader(directory)
+  steps = manager.all_steps()
+  chosen = manager.latest_step() if step is None else step
+  if chosen is None or chosen not in steps:
+    manager.close()
+    raise CheckpointError(f"{directory} has no checkpoint {'yet' if step is None else step} (steps: {sorted(steps)}); "
+                          "train the run first or pick one of those steps with --config.init.step")
+  tree = manager.item_metadata(chosen).tree
+  manager.close()
+  return chosen, tree
+
+
+def restore_subtree(directory: str, step: int, target):
+  """Restores only the entries `target` names (a nested dict of arrays giving shapes) as host numpy arrays."""
+  manager = _reader(directory)
+  restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+  try:
+    return manager.restore(step, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
+                                                             partial_restore=True))
+  finally:
+    manager.close()

@@ -36,7 +36,22 @@ def next_token(model, variables, batch, *, train, rng):
   return {"loss_sum": jnp.sum(nll_BxT * w_BxT), "count": jnp.sum(w_BxT)}, model_state
 
 
-OBJECTIVES = {"next_token": next_token}
+def classifier_inputs(batch):
+  """What a classifier reads: the image, or the tokens a next-token model reads (all but the last), so a
+  pretrained backbone sees the same positions and the same leading BOS it was trained on."""
+  return batch["image"] if "image" in batch else batch["tokens"][:, :-1]
+
+
+def classification(model, variables, batch, *, train, rng):
+  """log p(y | x): the label given the whole input; counts are examples."""
+  logits_BxC, model_state = apply(model, variables, classifier_inputs(batch), train=train, rng=rng)
+  nll_B = optax.softmax_cross_entropy_with_integer_labels(logits_BxC, batch["label"])
+  w_B = batch["mask"]
+  hit_B = (jnp.argmax(logits_BxC, axis=-1) == batch["label"]).astype(jnp.float32)
+  return {"loss_sum": jnp.sum(nll_B * w_B), "count": jnp.sum(w_B), "correct": jnp.sum(hit_B * w_B)}, model_state
+
+
+OBJECTIVES = {"next_token": next_token, "classification": classification}
 
 # What each objective feeds the model, for shape-only uses such as initialisation.
-MODEL_INPUTS = {"next_token": lambda batch: batch["tokens"][:, :-1]}
+MODEL_INPUTS = {"next_token": lambda batch: batch["tokens"][:, :-1], "classification": classifier_inputs}

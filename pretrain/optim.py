@@ -1,6 +1,11 @@
-"""AdamW with linear warmup, cosine decay to a floor, global-norm clipping, decay on matrices only."""
+"""AdamW with linear warmup, cosine decay to a floor, global-norm clipping, decay on matrices only; optional
+frozen parameters and per-group learning-rate multipliers, both chosen by regexes over parameter names."""
+import re
+
 import jax
 import optax
+
+from pretrain.errors import ConfigError
 
 
 def learning_rate(config):
@@ -16,8 +21,79 @@ def decay_mask(params):
   return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
 
 
+def param_name(path) -> str:
+  """A pytree path as the '/'-joined name the config's regexes match, e.g. backbone/h_0/attn/c_attn/kernel."""
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def param_names(params) -> list[str]:
+  return [param_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+
+
+def compile_patterns(key: str, patterns) -> list[re.Pattern]:
+  compiled = []
+  for p in patterns:
+    try:
+      compiled.append(re.compile(p))
+    except re.error as e:
+      raise ConfigError(f"{key} entry {p!r} is not a regular expression ({e}); fix or remove it") from None
+  return compiled
+
+
+def lr_multipliers(config) -> list[tuple[re.Pattern, float]]:
+  """optim.lr_multipliers as (regex, multiplier) pairs; the last '=' separates them."""
+  rules = []
+  for entry in config.optim.lr_multipliers:
+    pattern, eq, value = str(entry).rpartition("=")
+    try:
+      multiplier = float(value)
+    except ValueError:
+      multiplier = None
+    if not eq or not pattern or multiplier is None or multiplier < 0:
+      raise ConfigError(f"optim.lr_multipliers entry {entry!r} is not REGEX=MULT with MULT >= 0; "
+                        "write e.g. '^backbone/=0.1'")
+    rules.append((compile_patterns("optim.lr_multipliers", [pattern])[0], multiplier))
+  return rules
+
+
+def _check_all_match(key: str, patterns, names: list[str]) -> None:
+  """A rule that names no parameter is a typo, not a choice: it would silently train what it meant to hold."""
+  unused = [p.pattern for p in patterns if not any(p.search(n) for n in names)]
+  if unused:
+    raise ConfigError(f"{key} {unused} match no parameter; names look like {names[:3]}")
+
+
+def _scale_by_name(rules) -> optax.GradientTransformation:
+  """Multiplies each update by the multiplier of the first rule matching its name (1 when none does)."""
+  def multiplier(path):
+    name = param_name(path)
+    return next((m for p, m in rules if p.search(name)), 1.0)
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree_util.tree_map_with_path(lambda path, u: u * multiplier(path), updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make(config) -> optax.GradientTransformation:
   o = config.optim
   adamw = optax.adamw(learning_rate(config), b1=o.beta1, b2=o.beta2, eps=o.eps,
                       weight_decay=o.weight_decay, mask=decay_mask)
-  return optax.chain(optax.clip_by_global_norm(o.grad_clip), adamw) if o.grad_clip > 0 else adamw
+  tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), adamw) if o.grad_clip > 0 else adamw
+  rules = lr_multipliers(config)
+  if rules:
+    tx = optax.chain(tx, _scale_by_name(rules))
+  frozen = compile_patterns("optim.freeze", o.freeze)
+  if not frozen and not rules:
+    return tx
+
+  def labels(params):
+    names = param_names(params)
+    _check_all_match("optim.freeze", frozen, names)
+    _check_all_match("optim.lr_multipliers", [p for p, _ in rules], names)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "frozen" if any(p.search(param_name(path)) for p in frozen) else "trained", params)
+
+  # Frozen parameters get exact zero updates (no decay, no optimizer state) and stay out of clipping's norm.
+  return optax.multi_transform({"frozen": optax.set_to_zero(), "trained": tx}, labels)

@@ -53,7 +53,34 @@ def seq_len(dataset: Dataset, context: int) -> int:
 
 
 def load(config) -> Dataset:
-  """Prepares (once) and loads the dataset `config.data` names, both splits, into host memory."""
+  """Prepares (once) and loads the dataset `config.data` names, both splits, into host memory; with
+  data.labels_per_class, the train split keeps only that many labeled examples of each class."""
+  dataset = _load(config)
+  if config.data.get("labels_per_class", 0):
+    dataset = dataclasses.replace(dataset, train=labeled_subset(dataset, config.data.labels_per_class, config.seed))
+  return dataset
+
+
+def labeled_subset(dataset: Dataset, per_class: int, seed: int) -> Records:
+  """A balanced subset of the train split, a pure function of (seed, per_class). Each class's examples are
+  ranked by a (seed, class) permutation, so a larger budget keeps a smaller one's examples and adds more."""
+  train = dataset.train
+  if not isinstance(train, Records) or "label" not in train.fields:
+    raise DataError(f"data.labels_per_class={per_class} needs labeled examples, but {dataset.name} has no label "
+                    "feature; set --config.data.labels_per_class=0")
+  labels = train.fields["label"]
+  chosen = []
+  for c in range(max(dataset.num_classes, int(labels.max()) + 1)):
+    members = np.flatnonzero(labels == c)
+    if len(members) < per_class:
+      raise DataError(f"data.labels_per_class={per_class} but class {c} of {dataset.name} has only {len(members)} "
+                      f"training examples; use at most {len(members)} or 0 to keep all")
+    chosen.append(np.random.default_rng([seed, c, 2]).permutation(members)[:per_class])
+  index = np.sort(np.concatenate(chosen))
+  return dataclasses.replace(train, fields={k: v[index] for k, v in train.fields.items()})
+
+
+def _load(config) -> Dataset:
   d = config.data
   data_dir = builders.default_data_dir(d.data_dir)
   if d.name == "markov":

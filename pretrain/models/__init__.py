@@ -6,7 +6,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from pretrain.errors import ConfigError
-from pretrain.models import gpt
+from pretrain.models import classifier, gpt
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -49,6 +49,24 @@ def gpt_config(config, dataset) -> GPTConfig:
 
 
 def build(config, dataset):
+  """The module the objective trains: the family's network, under a classification head for that objective."""
+  backbone = build_backbone(config, dataset)
+  if config.objective != "classification":
+    return backbone
+  if not hasattr(backbone, "features"):
+    raise ConfigError(f"model.family={config.model.family!r} has no features() method, so it cannot carry a "
+                      "classification head; use a family that has one")
+  if config.model.head.pooling not in classifier.POOLINGS:
+    raise ConfigError(f"model.head.pooling={config.model.head.pooling!r} is not one of {classifier.POOLINGS}")
+  num_classes = config.model.head.num_classes or dataset.num_classes
+  if num_classes < 1:
+    raise ConfigError(f"objective=classification needs labels, but dataset {dataset.name} has none; "
+                      "set --config.data.name to a dataset with a label feature")
+  return classifier.Classifier(backbone, num_classes, config.model.head.pooling)
+
+
+def build_backbone(config, dataset):
+  """The family's own network, as pretraining uses it."""
   if config.model.family == "gpt":
     return gpt.GPT(gpt_config(config, dataset))
   raise ConfigError(f"unknown model.family={config.model.family!r}; known: gpt")

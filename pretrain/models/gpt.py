@@ -70,6 +70,7 @@ class Block(nn.Module):
 class GPT(nn.Module):
   """tokens [B, T] -> next-token logits [B, T, V] (float32)."""
   config: "GPTConfig"
+  pretraining_only = ("^lm_head/",)  # Used by next-token prediction only; not part of a classifier's backbone.
 
   def setup(self):
     c = self.config

@@ -1,0 +1,170 @@
+"""Starting a run from a pretrained one (config group `init`): the backbone's architecture from the
+pretrained run's config.json, its parameters (only: no optimizer state, no step) from one of its
+checkpoints, mapped by name onto this model. Every mismatch is reported at once, in one CheckpointError.
+
+Modes (init.mode):
+  full          load the pretrained parameters, train everything;
+  linear_probe  load them, train only the new head (optim.freeze gains "^backbone/");
+  scratch       the same architecture from random init: the baseline that shows what pretraining buys.
+
+Where it runs in train.py: `resolve_config` before anything is built; `load_pretrained` only when the run's
+own workdir has no checkpoint, so a fine-tuning run that resumes restores its own full state instead.
+
+Names: a classifier keeps the family's network under `backbone/`, so a pretrained `h_0/attn/c_attn/kernel`
+becomes `backbone/h_0/attn/c_attn/kernel`; the head (`head/...`) is new and keeps its fresh init.
+"""
+import copy
+import os
+
+import jax
+import numpy as np
+
+from pretrain import checkpoint, optim, run_dir
+from pretrain.errors import CheckpointError, ConfigError
+
+MODES = ("full", "linear_probe", "scratch")
+ARCHITECTURES = ("checkpoint", "config")
+BACKBONE = "backbone/"
+# model.* settings that belong to the run being trained, not to the pretrained architecture.
+_RUN_SETTINGS = ("head", "dropout", "dtype", "attention")
+
+
+def mode(config) -> str:
+  init = config.init
+  return init.mode or ("full" if init.workdir else "scratch")
+
+
+def _prefix(config) -> str:
+  """Where the family's network sits in the model the config builds (see models.build)."""
+  return BACKBONE if config.get("objective") == "classification" else ""
+
+
+def resolve_config(config):
+  """The config a run really uses (a copy): init settings checked, the backbone's model.* taken from the
+  pretrained run, the effective mode written down, and for linear_probe the backbone frozen."""
+  init = config.get("init")
+  if init is None:  # A config saved before the group existed.
+    return config
+  chosen = mode(config)
+  if chosen not in MODES:
+    raise ConfigError(f"init.mode={chosen!r} is not one of {MODES}")
+  if init.architecture not in ARCHITECTURES:
+    raise ConfigError(f"init.architecture={init.architecture!r} is not one of {ARCHITECTURES}")
+  if chosen != "scratch" and not init.workdir:
+    raise ConfigError(f"init.mode={chosen} starts from a pretrained run: set --config.init.workdir=DIR "
+                      "(or --config.init.mode=scratch for random init)")
+  if chosen == "linear_probe" and config.objective != "classification":
+    raise ConfigError("init.mode=linear_probe trains only a classification head; set --config.objective=classification")
+  if init.step < 0:
+    raise ConfigError(f"init.step={init.step} must be >= 0 (0 is the newest checkpoint)")
+  optim.compile_patterns("init.dont_load", init.dont_load)
+  config = copy.deepcopy(config)
+  if init.workdir and init.architecture == "checkpoint":
+    saved = run_dir.saved_config(init.workdir)
+    with config.ignore_type():
+      for key, value in saved.model.items():
+        if key not in _RUN_SETTINGS and key in config.model:
+          config.model[key] = tuple(value) if isinstance(value, list) else value
+  config.init.mode = chosen
+  if chosen == "linear_probe" and f"^{BACKBONE}" not in config.optim.freeze:
+    config.optim.freeze = (*config.optim.freeze, f"^{BACKBONE}")
+  return config
+
+
+def _flat(tree) -> dict:
+  """{(collection, '/'-joined name): leaf} over a {collection: nested dict} tree."""
+  out = {}
+  for collection, sub in tree.items():
+    for path, leaf in jax.tree_util.tree_flatten_with_path(sub)[0]:
+      out[(collection, optim.param_name(path))] = leaf
+  return out
+
+
+def _show(key) -> str:
+  collection, name = key
+  return name if collection == "params" else f"{collection}:{name}"
+
+
+def _set(tree: dict, collection: str, name: str, value) -> None:
+  node = tree.setdefault(collection, {})
+  *parents, leaf = name.split("/")
+  for p in parents:
+    node = node.setdefault(p, {})
+  node[leaf] = value
+
+
+def plan(config, saved_config, checkpoint_tree: dict, model_tree: dict, pretraining_only=()):
+  """Which checkpoint entry fills which model entry, and the list of mismatches.
+
+  Both trees are {collection: nested dict} (params, batch_stats, ...). Returns ({model key: checkpoint key},
+  [problem, ...]). A checkpoint entry is excused when init.dont_load matches its model name or it belongs to
+  the family's pretraining-only output layer; a model entry under the backbone the checkpoint does not fill
+  is a problem unless init.dont_load matches it. Entries outside the backbone (the head) start fresh.
+  """
+  src, dst = _prefix(saved_config), _prefix(config)
+  excused = optim.compile_patterns("init.dont_load", config.init.dont_load)
+  if dst:
+    excused += optim.compile_patterns("pretraining_only", [dst + p.lstrip("^") for p in pretraining_only])
+  is_excused = lambda name: any(p.search(name) for p in excused)
+  model_flat = _flat(model_tree)
+  mapping, problems = {}, []
+  for (collection, name), meta in _flat(checkpoint_tree).items():
+    target = (collection, dst + name[len(src):] if name.startswith(src) else name)
+    if is_excused(target[1]):
+      continue
+    if target not in model_flat:
+      problems.append(f"unexpected {_show(target)} {tuple(meta.shape)} (the model has no such entry)")
+    elif tuple(meta.shape) != tuple(model_flat[target].shape):
+      problems.append(f"shape of {_show(target)}: checkpoint {tuple(meta.shape)}, model {tuple(model_flat[target].shape)}")
+      mapping[target] = None
+    else:
+      mapping[target] = (collection, name)
+  for key, leaf in model_flat.items():
+    if key[1].startswith(dst) and key not in mapping and not is_excused(key[1]):
+      problems.append(f"missing {_show(key)} {tuple(leaf.shape)} (not in the checkpoint)")
+  return {k: v for k, v in mapping.items() if v is not None}, problems
+
+
+def load_pretrained(config, model, tx, state, log=print):
+  """`state` (fresh) with the pretrained run's parameters (and non-parameter collections such as BatchNorm
+  statistics) in place of the fresh ones; the optimizer state is re-initialised for them and the step stays 0.
+  A scratch run returns `state` unchanged."""
+  init = config.init
+  if mode(config) == "scratch":
+    log(f"init: random ({'architecture of ' + init.workdir if init.workdir else 'scratch'})")
+    return state
+  saved = run_dir.saved_config(init.workdir)
+  directory = os.path.join(os.path.abspath(init.workdir), "checkpoints")
+  step, saved_tree = checkpoint.saved_tree(directory, init.step or None)
+  checkpoint_tree = {"params": saved_tree["params"], **(saved_tree.get("model_state") or {})}
+  model_tree = {"params": state.params, **state.model_state}
+  backbone = getattr(model, "backbone", model)
+  mapping, problems = plan(config, saved, checkpoint_tree, model_tree, getattr(backbone, "pretraining_only", ()))
+  if problems:
+    family, saved_family = config.model.family, saved.model.get("family")
+    which = (f"it is a {saved_family!r} model and this is a {family!r} model, so no names line up; "
+             if saved_family != family else "")
+    raise CheckpointError(
+        f"{directory}/{step} does not fit this model: {which}{len(problems)} mismatch(es): {'; '.join(problems)}. "
+        "Fine-tune the pretrained architecture (init.architecture=checkpoint), or keep the listed entries at "
+        "their fresh init with --config.init.dont_load=REGEX,...")
+  checkpoint_flat = _flat(checkpoint_tree)
+  target = {}  # In the checkpoint's own layout: {"params": ..., "model_state": {collection: ...}}.
+  for collection, name in mapping.values():
+    meta = checkpoint_flat[(collection, name)]
+    node = target if collection == "params" else target.setdefault("model_state", {})
+    _set(node, collection, name, np.zeros(meta.shape, meta.dtype))
+  restored = checkpoint.restore_subtree(directory, step, target) if target else {}
+  restored_flat = _flat({"params": restored.get("params", {}), **restored.get("model_state", {})})
+
+  def fill(collection, tree):
+    def leaf(path, fresh):
+      key = (collection, optim.param_name(path))
+      return np.asarray(restored_flat[mapping[key]], fresh.dtype) if key in mapping else fresh
+    return jax.tree_util.tree_map_with_path(leaf, tree)
+
+  params = fill("params", state.params)
+  model_state = {c: fill(c, t) for c, t in state.model_state.items()}
+  fresh = sorted(_show(k) for k in _flat(model_tree) if k not in mapping)
+  log(f"init: {len(mapping)} arrays from {directory}/{step}; fresh init: {', '.join(fresh) or 'none'}")
+  return state.replace(params=params, model_state=model_state, opt_state=tx.init(params))
