@@ -25,15 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from pretrain import checkpoint, cli, configlib, models, optim, step
+from pretrain import checkpoint, cli, configlib, data, models, optim, step
 from pretrain.data import tokenizers
+from pretrain.models import gpt
 from pretrain.errors import CheckpointError, ConfigError, DataError
 
-flags.DEFINE_string("hf-dir", None, "Transformers GPT-2 directory: config.json + model.safetensors.")
-flags.DEFINE_alias("hf_dir", "hf-dir")
-flags.DEFINE_string("workdir", None, "Run directory to write (import) or read (export).")
-flags.DEFINE_string("config", None, "import: config whose non-model sections W keeps; default configs/base.py.")
-flags.DEFINE_integer("step", None, "export: checkpoint step; default the latest.")
 FLAGS = flags.FLAGS
 
 BASE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "base.py")
@@ -133,7 +129,7 @@ def read_tensors(hf_dir: str) -> dict[str, np.ndarray]:
 
 def _gpt(config):
   # The GPT's shapes need only the vocabulary size, which the config carries; no dataset is read.
-  return models.build(config, types.SimpleNamespace(vocab_size=config.model.vocab_size))
+  return gpt.GPT(models.gpt_config(config, types.SimpleNamespace(vocab_size=config.model.vocab_size)))
 
 
 def _abstract_params(config) -> dict:
@@ -189,7 +185,8 @@ def from_params(params: dict, m) -> dict[str, np.ndarray]:
 def write_workdir(config, params, workdir: str) -> None:
   """config.json and checkpoint 0 of the whole train state, as pretrain.main writes them."""
   tx = optim.make(config)
-  state = step.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), model_state={})
+  state = step.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=jax.jit(tx.init)(params),
+                          model_state={})
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(configlib.to_json(config))
@@ -203,6 +200,7 @@ def import_hf(hf_dir: str, workdir: str, config=None):
   if os.path.isdir(os.path.join(workdir, "checkpoints")) and os.listdir(os.path.join(workdir, "checkpoints")):
     raise CheckpointError(f"{workdir} already holds checkpoints; import into a new --workdir")
   hf = read_hf_config(hf_dir)
+  given_data = config is not None
   if config is None:
     config = configlib.load(BASE_CONFIG)
     config.data.name = "text"  # Text is what a GPT-2 reads; --config.data.path names it when fine-tuning.
@@ -218,36 +216,23 @@ def import_hf(hf_dir: str, workdir: str, config=None):
     os.makedirs(os.path.join(workdir, "tokenizer"), exist_ok=True)
     for f in tokenizer_files:
       shutil.copy(f, os.path.join(workdir, "tokenizer", os.path.basename(f)))
-    config.data.name, config.data.tokenizer = "text", "file"
+    config.data.tokenizer = "file"
     config.data.tokenizer_path = os.path.abspath(os.path.join(workdir, "tokenizer"))
+  if given_data:  # The data it will fine-tune on must fit the vocabulary.
+    models.vocab_size(config, data.load(config))
   write_workdir(config, params, workdir)
   return config
 
 
-def saved_shapes(ckpt: checkpoint.Checkpointer, at_step: int) -> dict:
-  """The saved train state as ShapeDtypeStructs on this host's first device: a restore target that needs
-  neither the model nor the dataset, on whatever devices the run was saved from."""
-  import orbax.checkpoint as ocp
-  # A manager knows an item's handler only after saving or restoring it; this one is told up front.
-  reader = ocp.CheckpointManager(ckpt.directory, item_handlers=ocp.StandardCheckpointHandler())
-  tree = reader.item_metadata(at_step).tree
-  reader.close()
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
-
-
 def restore(workdir: str, at_step: int | None = None) -> tuple[object, dict, int]:
-  """(saved config, parameters, step) of a run directory, without reading its dataset."""
+  """(saved config, parameters as numpy arrays, step) of a run directory, reading neither its dataset nor
+  its optimizer state."""
   from pretrain import run_dir
   config = run_dir.saved_config(workdir)
-  ckpt = checkpoint.Checkpointer(workdir, keep=10**6, async_save=False)
-  chosen = ckpt.latest_step() if at_step is None else at_step
-  if chosen is None or chosen not in ckpt.manager.all_steps():
-    raise CheckpointError(f"{workdir} has no checkpoint {'' if at_step is None else at_step}; "
-                          f"steps there: {list(ckpt.manager.all_steps())}")
-  state = ckpt.restore(chosen, saved_shapes(ckpt, chosen))
-  ckpt.close()
-  return config, state["params"], chosen
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  chosen, tree = checkpoint.saved_tree(directory, at_step)
+  target = {"params": jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), tree["params"])}
+  return config, checkpoint.restore_subtree(directory, chosen, target)["params"], chosen
 
 
 def export_hf(workdir: str, hf_dir: str, at_step: int | None = None) -> None:
@@ -292,5 +277,15 @@ def main(argv):
     print(f"exported {FLAGS.workdir} to {FLAGS['hf-dir'].value}")
 
 
+def define_flags():
+  """Only when run as a program, so that importing this module next to other CLIs defines no flag twice."""
+  flags.DEFINE_string("hf-dir", None, "Transformers GPT-2 directory: config.json + model.safetensors.")
+  flags.DEFINE_alias("hf_dir", "hf-dir")
+  flags.DEFINE_string("workdir", None, "Run directory to write (import) or read (export).")
+  flags.DEFINE_string("config", None, "import: config whose non-model sections W keeps; default configs/base.py.")
+  flags.DEFINE_integer("step", None, "export: checkpoint step; default the latest.")
+
+
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

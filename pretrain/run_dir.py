@@ -15,6 +15,7 @@ class LoadedRun:
   model: object
   params: object
   step: int
+  model_state: dict = dataclasses.field(default_factory=dict)  # Non-parameter collections (BatchNorm statistics).
 
 
 def saved_config(workdir: str):
@@ -40,5 +41,5 @@ def load(workdir: str, at_step: int | None = None, config=None) -> LoadedRun:
   abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), fresh)
   state = ckpt.restore(chosen, abstract)
   ckpt.close()
-  return LoadedRun(config, dataset, model, state.params, chosen)
+  return LoadedRun(config, dataset, model, state.params, chosen, state.model_state)
 

@@ -1,0 +1,110 @@
+"""Evaluate a run's checkpoint on the validation split of a dataset.
+
+  python -m pretrain.evaluate --workdir W --config configs/NAME.py[:VARIANT] [--step N] [--config.a.b=value ...]
+
+The model comes from W's saved config (with its objective and optimizer, which the checkpoint's layout
+follows); the data and the eval batch size come from --config. The whole validation split is evaluated unless
+--config.eval.batches is given. `--config.model.*` overrides that keep every parameter shape (dtype,
+attention) apply to W's model; one that changes a shape stops with the list of what does not fit.
+
+Output: the metrics (nats/token as `loss`, bits/token, perplexity, each with its standard error over eval
+batches) as one JSON line, the last line of standard output, also appended to W/metrics.jsonl with
+split "evaluate".
+"""
+import json
+import math
+import os
+
+import jax
+import ml_collections
+from absl import flags
+
+from pretrain import checkpoint, cli, configlib, data, metrics, models, objectives, run_dir, step
+from pretrain.errors import ConfigError
+
+FLAGS = flags.FLAGS
+
+
+def eval_config(saved, given, overrides=()) -> ml_collections.ConfigDict:
+  """W's saved config with the data and eval sections of `given`; eval.batches=0 unless overridden."""
+  config = ml_collections.ConfigDict(saved.to_dict())
+  config.data = ml_collections.ConfigDict(given.data.to_dict())
+  config.eval = ml_collections.ConfigDict(given.eval.to_dict())
+  config.eval.batch_size = given.eval.batch_size or given.train.batch_size
+  keys = {key for key, _ in overrides}
+  if "eval.batches" not in keys:
+    config.eval.batches = 0
+  for key, value in overrides:
+    if key.startswith("model."):
+      configlib.set_value(config, key, value)
+  return config
+
+
+def check_fits(config, dataset, workdir: str, at_step: int | None) -> None:
+  """Stops with one error listing every entry where W's checkpoint and the model this data implies differ."""
+  saved = config.model
+  if saved.get("vocab_size", 0) and dataset.vocab_size > saved.vocab_size:
+    raise ConfigError(f"the data has {dataset.vocab_size} token ids but {workdir}'s model reads {saved.vocab_size}; "
+                      "evaluate on data with the model's tokenizer (data.tokenizer, data.tokenizer_path)")
+  saved_data = run_dir.saved_config(workdir).get("data", {})
+  if saved_data.get("tokenizer") == "file" and config.data.get("tokenizer") != "file":
+    raise ConfigError(f"{workdir}'s model reads ids of the tokenizer in {saved_data.get('tokenizer_path')}; set "
+                      f"--config.data.tokenizer=file --config.data.tokenizer_path={saved_data.get('tokenizer_path')}")
+  model = models.build(config, dataset)
+  sample = data.train_batch(dataset.train, 0, seed=config.seed, batch_size=1,
+                            seq_len=data.seq_len(dataset, config.model.context))
+  inputs = objectives.MODEL_INPUTS[config.objective](sample)
+  want = jax.eval_shape(lambda: model.init(jax.random.key(0), inputs, train=False))
+  _, have = checkpoint.saved_tree(os.path.join(os.path.abspath(workdir), "checkpoints"), at_step)
+  have = {"params": have["params"], **(have.get("model_state") or {})}
+  shapes = lambda tree: {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape)
+                         for path, leaf in jax.tree_util.tree_flatten_with_path(dict(tree))[0]}
+  want, have = shapes(want), shapes(have)
+  problems = [f"{name}: checkpoint {have.get(name, 'missing')}, model {want.get(name, 'missing')}"
+              for name in sorted(set(want) | set(have)) if want.get(name) != have.get(name)]
+  if problems:
+    raise ConfigError(f"{workdir}'s checkpoint does not fit its model with this data ({dataset.vocab_size} token ids)"
+                      f": {'; '.join(problems[:8])}{'; ...' if len(problems) > 8 else ''}")
+
+
+def evaluate(workdir: str, given, at_step: int | None = None, overrides=()) -> dict:
+  """Metrics of W's checkpoint on `given`'s validation split; also appended to W/metrics.jsonl."""
+  config = eval_config(run_dir.saved_config(workdir), given, overrides)
+  check_fits(config, data.load(config), workdir, at_step)
+  run = run_dir.load(workdir, at_step, config=config)
+  objective = objectives.OBJECTIVES[config.objective]
+  eval_step = jax.jit(step.make_eval_step(run.model, objective))
+  state = step.TrainState(step=run.step, params=run.params, opt_state=None, model_state=run.model_state)
+  seq_len = data.seq_len(run.dataset, config.model.context)
+  sums = [eval_step(state, batch) for batch in data.eval_batches(
+      run.dataset.val, batch_size=config.eval.batch_size, seq_len=seq_len, max_batches=config.eval.batches)]
+  out = metrics.summarize_eval(jax.device_get(sums))
+  out["bits_per_token_sem"] = out["loss_sem"] / math.log(2)
+  out["perplexity_sem"] = out["perplexity"] * out["loss_sem"]  # Delta method: d exp(x) = exp(x) dx.
+  meta = run.dataset.metadata
+  if "entropy_bits_per_token" in meta:
+    out["entropy_bits_per_token"] = meta["entropy_bits_per_token"]
+    out["bits_above_entropy"] = out["bits_per_token"] - meta["entropy_bits_per_token"]
+  out["data"] = run.dataset.name
+  writer = metrics.MetricWriter(workdir)
+  writer.write(run.step, "evaluate", out)
+  writer.close()
+  return {"step": run.step, **out}
+
+
+def main(argv):
+  del argv
+  given = cli.load_config(FLAGS.config, cli.OVERRIDES)
+  print(json.dumps(evaluate(FLAGS.workdir, given, FLAGS.step, cli.OVERRIDES)), flush=True)
+
+
+def define_flags():
+  """Only when run as a program, so that importing this module next to other CLIs defines no flag twice."""
+  flags.DEFINE_string("workdir", None, "Run directory whose checkpoint is evaluated (config.json + checkpoints/).")
+  flags.DEFINE_string("config", None, "Config whose data section (and eval batch size) to evaluate on.")
+  flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
+
+
+if __name__ == "__main__":
+  define_flags()
+  cli.run(main, required=("workdir", "config"))
