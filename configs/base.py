@@ -29,6 +29,9 @@ def get_config(variant=None):
   # unused), 1,000 labeled for fine-tuning and 1,000 for testing.
   c.data.splits = ("train:8000", "finetune:1000", "test:1000")
   c.data.split_seed = 0  # Seed of that permutation; part of the dataset's identity.
+  # name="text": >0 turns the text into a classification task: this many equal contiguous parts, non-overlapping
+  # windows of model.context + 1 tokens labeled by their part, the last val_fraction of each part validating.
+  c.data.text_segments = 0
   c.data.classes = ()  # Keep only these labels, renumbered 0..k-1 in this order, e.g. (5, 6, 7, 8, 9); () keeps all.
   # Image preprocessing, applied to each batch in order: "scale" (uint8 -> float in [0, 1]), "binarize" (>= 128 -> 1),
   # "pad:P", "resize:S", "random_crop:S" (centre crop in eval), "random_flip" (none in eval).

@@ -19,6 +19,9 @@ def summarize_eval(per_batch: list[dict]) -> dict:
          "count": count}
   if "correct" in per_batch[0]:
     out["accuracy"] = sum(float(b["correct"]) for b in per_batch) / max(count, 1.0)
+  if "images" in per_batch[0]:  # Image likelihoods: count is sub-pixels, so bits/token is bits/dim.
+    out["bits_per_dim"] = out["bits_per_token"]
+    out["nats_per_image"] = loss_sum / max(sum(float(b["images"]) for b in per_batch), 1.0)
   return out
 
 

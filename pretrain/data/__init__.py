@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from pretrain.data import builders, catalog, tokenizers
+from pretrain.data import builders, catalog, images, tokenizers
 from pretrain.data.batching import Records, TokenStream, eval_batches, num_eval_batches, train_batch
 from pretrain.errors import ConfigError, DataError
 
@@ -45,6 +45,8 @@ def seq_len(dataset: Dataset, context: int) -> int:
   """Tokens the model reads per example: the context for streams, the record length otherwise."""
   if isinstance(dataset.train, TokenStream):
     return context
+  if "tokens" not in dataset.train.fields:
+    return 1  # An image is one item: throughput counts images.
   length = dataset.train.fields["tokens"].shape[1] - 1
   if length > context:
     raise ConfigError(f"sequences have {length} tokens but model.context={context}; "
@@ -80,6 +82,26 @@ def labeled_subset(dataset: Dataset, per_class: int, seed: int) -> Records:
   return dataclasses.replace(train, fields={k: v[index] for k, v in train.fields.items()})
 
 
+def segment_windows(tokens, segments: int, length: int, val_fraction: float) -> list[Records]:
+  """A text as a classification task: cut into `segments` equal contiguous parts, each cut into
+  non-overlapping windows of `length` tokens labeled by their part; the last val_fraction of each part's
+  windows validate. (Tiny shakespeare's parts are different plays: the label is which one.)"""
+  bounds = np.linspace(0, len(tokens), segments + 1).astype(int)
+  train, val = [], []
+  for label, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+    n = (end - start) // length
+    n_val = int(round(n * val_fraction))
+    if n - n_val < 1 or n_val < 1:
+      raise DataError(f"data.text_segments={segments}: a part of {end - start} tokens has {n} windows of {length}; "
+                      "use fewer segments, a shorter model.context or more text")
+    windows = tokens[start:start + n * length].reshape(n, length)
+    train.append((windows[:n - n_val], label))
+    val.append((windows[n - n_val:], label))
+  as_records = lambda parts: Records({"tokens": np.concatenate([w for w, _ in parts]).astype(np.int32),
+                                      "label": np.concatenate([np.full(len(w), y, np.int32) for w, y in parts])})
+  return [as_records(train), as_records(val)]
+
+
 def _load(config) -> Dataset:
   d = config.data
   data_dir = builders.default_data_dir(d.data_dir)
@@ -101,10 +123,61 @@ def _load(config) -> Dataset:
                                **tokenizer_files)
     meta = dict(builder.info.metadata)
     splits = [_stream(builder, s) for s in (d.train_split, d.val_split)]
+    num_classes = 0
+    if d.get("text_segments", 0):
+      whole = np.concatenate([splits[0].tokens, splits[1].tokens])
+      splits, num_classes = segment_windows(whole, d.text_segments, config.model.context + 1, d.val_fraction), \
+          d.text_segments
     return Dataset(f"text:{d.path}", *splits, vocab_size=meta["vocab_size"], vocab=meta.get("vocab"), metadata=meta,
-                   tokenizer=file_tokenizer)
+                   tokenizer=file_tokenizer, num_classes=num_classes)
+  if d.name in images.FORMATS:
+    return _image_files(d, data_dir)
   builder = catalog.load_builder(d.name, data_dir)
   return _from_catalog(d, builder)
+
+
+def _image_files(d, data_dir) -> Dataset:
+  if not d.path or not os.path.exists(d.path):
+    where = f"data path {d.path!r} does not exist" if d.path else f"data.name={d.name} needs a path"
+    raise DataError(f"{where}; set --config.data.path to IDX files (MNIST format) or .npz arrays")
+  path = os.path.realpath(d.path)
+  builder = builders.prepare(images.ImageFiles, data_dir, path=path, format=d.name, splits=tuple(d.splits),
+                             split_seed=d.split_seed, fingerprint=images.fingerprint(path, d.name))
+  meta = dict(builder.info.metadata)
+  return _image_dataset(f"{d.name}:{d.path}", d, builder, meta.get("num_classes", 0), meta)
+
+
+def _image_dataset(name, d, builder, num_classes, meta) -> Dataset:
+  """Image records of the train and val splits, label-filtered, with the config's preprocessing."""
+  transform = images.make_transform(d.preprocess)
+  splits = []
+  for key in ("train_split", "val_split"):
+    split = d[key]
+    if split not in builder.info.splits:
+      raise DataError(f"{builder.name} has no split {split!r} (it has {', '.join(builder.info.splits)}); "
+                      f"set --config.data.{key}")
+    records = _records(builder, split)
+    fields = {k: v for k, v in records.fields.items() if k in ("image", "label")}
+    if d.classes:
+      fields = _keep_classes(fields, tuple(d.classes), f"split {split!r} of {builder.name}")
+    splits.append(Records(fields, transform=transform))
+  return Dataset(name, *splits, vocab_size=images.levels(d.preprocess),
+                 num_classes=len(d.classes) or num_classes, metadata=meta)
+
+
+def _keep_classes(fields, classes, where):
+  """Examples whose label is in `classes`, relabelled by position in it: (5, 6) -> 5 becomes 0, 6 becomes 1."""
+  if "label" not in fields:
+    raise DataError(f"data.classes={classes} needs labels; {where} has none (set --config.data.classes='()')")
+  label = fields["label"]
+  keep = np.isin(label, classes)
+  if not keep.any():
+    raise DataError(f"{where} has no examples with labels {classes}; check --config.data.classes")
+  new_label = np.full(max(int(label.max()), max(classes)) + 1, -1, np.int32)
+  new_label[list(classes)] = np.arange(len(classes))
+  out = {k: v[keep] for k, v in fields.items()}
+  out["label"] = new_label[out["label"]]
+  return out
 
 
 def _file_tokenizer(d) -> tuple[tokenizers.FileTokenizer | None, dict]:
@@ -157,6 +230,9 @@ def _records(builder, split, bos=None) -> Records:
 
 def _from_catalog(d, builder) -> Dataset:
   features = builder.info.features
+  if "image" in features:
+    num_classes = features["label"].num_classes if "label" in features else 0
+    return _image_dataset(d.name, d, builder, num_classes, {})
   if "text" in features:
     texts = [r["text"] for r in _read_all(_source(builder, d.train_split), d.train_split, builder)]
     val_texts = [r["text"] for r in _read_all(_source(builder, d.val_split), d.val_split, builder)]
@@ -174,4 +250,4 @@ def _from_catalog(d, builder) -> Dataset:
     index = {c: i for i, c in enumerate(vocab)}
     enc = lambda b: np.array([index[c] for c in b.decode()], np.int32)
     return Dataset(d.name, TokenStream(enc(train_b)), TokenStream(enc(val_b)), vocab_size=len(vocab), vocab=vocab)
-  raise DataError(f"TFDS dataset {d.name!r} has features {sorted(features)}; this loader reads 'text' datasets")
+  raise DataError(f"TFDS dataset {d.name!r} has features {sorted(features)}; this loader reads 'text' and 'image' datasets")

@@ -3,10 +3,11 @@ import dataclasses
 import math
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from pretrain.errors import ConfigError
-from pretrain.models import classifier, gpt
+from pretrain.models import bert, classifier, cnn, gpt, lstm, pixelcnn, resnet
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -26,6 +27,7 @@ class GPTConfig:
   layer_norm_eps: float = 1e-5
   dtype: Any = jnp.float32
   attention_implementation: str = "xla"
+  causal: bool = True  # False: every position attends to all others (the BERT encoder reuses these blocks).
 
 
 def vocab_size(config, dataset) -> int:
@@ -65,15 +67,63 @@ def build(config, dataset):
   return classifier.Classifier(backbone, num_classes, config.model.head.pooling)
 
 
+FAMILIES = ("gpt", "bert", "lstm", "seed_cnn", "resnet", "pixelcnn")
+_IMAGE_FAMILIES = ("seed_cnn", "resnet", "pixelcnn")
+
+
+# The families each pretraining objective can train (classification takes any family with features()).
+OBJECTIVE_FAMILIES = {"next_token": ("gpt", "lstm"), "masked_lm": ("bert",), "pixels": ("pixelcnn",)}
+
+
 def build_backbone(config, dataset):
   """The family's own network, as pretraining uses it."""
-  if config.model.family == "gpt":
+  m, family = config.model, config.model.family
+  is_image = "image" in getattr(dataset.train, "fields", {})
+  if family in _IMAGE_FAMILIES and not is_image:
+    raise ConfigError(f"model.family={family} reads images but dataset {dataset.name} has none; "
+                      "set --config.data.name=idx, npz or an image TFDS dataset")
+  if family not in _IMAGE_FAMILIES and is_image:
+    raise ConfigError(f"model.family={family} reads tokens but dataset {dataset.name} holds images; "
+                      f"use one of {', '.join(_IMAGE_FAMILIES)}")
+  fits = OBJECTIVE_FAMILIES.get(config.objective)
+  if fits is not None and family in FAMILIES and family not in fits:
+    raise ConfigError(f"objective={config.objective} trains model.family {' or '.join(fits)}, not {family}; "
+                      f"set --config.model.family={fits[0]} or another objective")
+  if family == "gpt":
     return gpt.GPT(gpt_config(config, dataset))
-  raise ConfigError(f"unknown model.family={config.model.family!r}; known: gpt")
+  if family == "bert":  # One more symbol than the data has: [MASK].
+    c = gpt_config(config, dataset)
+    return bert.BERT(dataclasses.replace(c, causal=False, vocab_size=max(c.vocab_size, dataset.vocab_size + 1)),
+                     mask_id=dataset.vocab_size)
+  if family == "lstm":
+    return lstm.LSTM(vocab_size(config, dataset), m.width, m.num_layers, m.dropout)
+  if family == "seed_cnn":
+    return cnn.SeedCNN()
+  if family == "resnet":
+    if len(m.stage_sizes) != len(m.stage_widths) or not m.stage_sizes:
+      raise ConfigError(f"model.stage_sizes={tuple(m.stage_sizes)} and model.stage_widths={tuple(m.stage_widths)} "
+                        "need one entry per stage each")
+    return resnet.ResNet(tuple(m.stage_sizes), tuple(m.stage_widths))
+  if family == "pixelcnn":
+    return pixelcnn.PixelCNN(levels=dataset.vocab_size, width=m.width, num_layers=m.num_layers,
+                             channels=int(dataset.train.fields["image"].shape[-1]))
+  raise ConfigError(f"unknown model.family={family!r}; known: {', '.join(FAMILIES)}")
 
 
-def flops_per_token(config, num_params: int, num_position_params: int) -> float:
-  """Training FLOPs per token as nanoGPT counts them: 6N + 12 L H Q T (N without position embeddings)."""
+def flops_per_token(config, num_params: int, num_position_params: int, model=None, variables=None,
+                    example_inputs=None) -> float:
+  """Training FLOPs per token, or per image for image models.
+
+  Transformers: nanoGPT's count, 6N + 12 L H Q T (N without position embeddings). LSTM: 6N (every weight
+  does one multiply-add per token forward and two backward). Convolutional families reuse each weight at
+  every pixel, so theirs is 3x the forward pass's FLOPs on one example as XLA counts them.
+  """
   m = config.model
-  q = m.width // max(m.num_heads, 1)
-  return 6 * (num_params - num_position_params) + 12 * m.num_layers * m.num_heads * q * m.context
+  if m.family in ("gpt", "bert"):
+    q = m.width // max(m.num_heads, 1)
+    return 6 * (num_params - num_position_params) + 12 * m.num_layers * m.num_heads * q * m.context
+  if m.family not in _IMAGE_FAMILIES:
+    return 6 * num_params
+  cost = jax.jit(lambda v, x: model.apply(v, x)).lower(variables, example_inputs[:1]).cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return 3 * float(cost.get("flops", 0.0))

@@ -33,13 +33,14 @@ class CausalSelfAttention(nn.Module):
     if train and c.dropout > 0:
       # dot_product_attention has no dropout on the weights; write it out when it is needed.
       scores_BxHxTxT = jnp.einsum("bthq,bshq->bhts", q_BxTxHxQ, k_BxTxHxQ) / math.sqrt(Q)
-      causal_TxT = jnp.tril(jnp.ones((T, T), bool))
-      scores_BxHxTxT = jnp.where(causal_TxT, scores_BxHxTxT, jnp.finfo(scores_BxHxTxT.dtype).min)
+      if c.causal:
+        causal_TxT = jnp.tril(jnp.ones((T, T), bool))
+        scores_BxHxTxT = jnp.where(causal_TxT, scores_BxHxTxT, jnp.finfo(scores_BxHxTxT.dtype).min)
       weights_BxHxTxT = jax.nn.softmax(scores_BxHxTxT.astype(jnp.float32), axis=-1).astype(c.dtype)
       weights_BxHxTxT = nn.Dropout(c.dropout)(weights_BxHxTxT, deterministic=False)
       y_BxTxHxQ = jnp.einsum("bhts,bshq->bthq", weights_BxHxTxT, v_BxTxHxQ)
     else:
-      y_BxTxHxQ = jax.nn.dot_product_attention(q_BxTxHxQ, k_BxTxHxQ, v_BxTxHxQ, is_causal=True,
+      y_BxTxHxQ = jax.nn.dot_product_attention(q_BxTxHxQ, k_BxTxHxQ, v_BxTxHxQ, is_causal=c.causal,
                                                implementation=c.attention_implementation)
     std = 0.02 / math.sqrt(2 * c.num_layers)  # GPT-2: scale residual projections by depth.
     y_BxTxD = _dense(D, c, std, "c_proj")(y_BxTxHxQ.reshape(B, T, D))
