@@ -136,3 +136,37 @@ def test_random_augmentation_is_a_pure_function_of_seed_and_step(tmp_path):
   # Evaluation is deterministic: the centre crop of the padded image is the image, never flipped.
   ev = next(data.eval_batches(ds.val, batch_size=4, seq_len=1))["image"]
   np.testing.assert_array_equal(ev, ds.val.fields["image"][:4])
+
+
+def test_catalog_image_dataset_by_name_and_fast_offline_error(tmp_path, monkeypatch):
+  """A TFDS catalog dataset with an `image` feature loads by name once prepared; an unprepared one whose
+  download host is unreachable stops at once with the manual_dir hint (as for text)."""
+  import tensorflow_datasets as tfds
+  from pretrain.data import catalog
+
+  class ZooCatalogDigits(tfds.core.GeneratorBasedBuilder):  # Defining it registers the name in the catalog.
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          "image": tfds.features.Tensor(shape=(20, 20, 1), dtype=np.uint8),
+          "label": tfds.features.ClassLabel(num_classes=10)}))
+
+    def _split_generators(self, dl_manager):
+      x, y = fake_digits(30, 20)
+      return {"train": self._generate_examples(x[:20], y[:20]), "test": self._generate_examples(x[20:], y[20:])}
+
+    def _generate_examples(self, x, y):
+      for i in range(len(x)):
+        yield i, {"image": x[i][..., None], "label": int(y[i])}
+
+  data_dir = str(tmp_path / "tfds")
+  tfds.builder("zoo_catalog_digits", data_dir=data_dir, file_format="array_record").download_and_prepare()
+  ds = data.load(tiny_config(**{"data.name": "zoo_catalog_digits", "data.data_dir": data_dir,
+                                "data.val_split": "test", "data.preprocess": "('scale',)"}))
+  assert ds.num_classes == 10 and ds.train.fields["image"].shape == (20, 20, 20, 1) and len(ds.val) == 10
+  assert data.train_batch(ds.train, 0, seed=0, batch_size=4, seq_len=1)["image"].dtype == np.float32
+
+  monkeypatch.setattr(catalog, "_reachable", lambda url: False)  # As on a machine without a network.
+  with pytest.raises(DataError, match="manual_dir"):
+    data.load(tiny_config(**{"data.name": "mnist", "data.data_dir": str(tmp_path / "empty")}))

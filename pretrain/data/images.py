@@ -201,8 +201,9 @@ class ImageFiles(tfds.core.GeneratorBasedBuilder):
     images, labels = read_all(self._path, self._format)
     fixed = sum(c for _, c in self._splits if c is not None)
     if fixed > len(images) or (fixed == len(images) and any(c is None for _, c in self._splits)):
-      raise DataError(f"data.splits {[f'{n}:{c or chr(42)}' for n, c in self._splits]} ask for more than the "
-                      f"{len(images)} images in {self._path}; lower --config.data.splits")
+      specs = [f"{name}:{'*' if count is None else count}" for name, count in self._splits]
+      raise DataError(f"data.splits {specs} ask for more than the {len(images)} images in {self._path}; "
+                      "lower --config.data.splits")
     order = np.random.default_rng(self._split_seed).permutation(len(images))
     generators, start = {}, 0
     for name, count in self._splits:
