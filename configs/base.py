@@ -21,6 +21,7 @@ def get_config(variant=None):
   c.data.tokenizer_path = placeholder(str)  # tokenizer="file": a Hugging Face tokenizer.json, or a directory with one or with GPT-2's vocab.json + merges.txt.
   c.data.val_fraction = 0.1  # Last fraction of the text held out for validation (nanoGPT: 0.1).
   c.data.data_dir = placeholder(str)  # Where prepared datasets live; default $PRETRAIN_DATA_DIR or ~/.cache/pretrain/datasets.
+  c.data.random_tokens = 1 << 20  # name="random": tokens of uniform noise per split (speed benchmarks).
   c.data.train_split = "train"  # Split names inside the TFDS dataset.
   c.data.val_split = "validation"
   c.data.labels_per_class = 0  # Labeled train examples kept per class (a balanced subset chosen by seed); 0 keeps all.
@@ -59,6 +60,8 @@ def get_config(variant=None):
   c.model.layer_norm_eps = 1e-5  # Epsilon of every LayerNorm (GPT-2: 1e-5).
   c.model.tie_embeddings = True  # Output head shares the token embedding matrix.
   c.model.dtype = "float32"  # Compute dtype ("bfloat16" halves activation traffic); params stay float32.
+  c.model.param_dtype = "float32"  # Parameter (and optimizer state) dtype.
+  c.model.remat = "none"  # Recompute blocks in the backward pass to save memory: "none", "full", "dots".
   c.model.attention = "xla"  # jax.nn.dot_product_attention implementation: "xla" or "cudnn" (GPU only).
   c.model.stage_sizes = (3, 3, 3)  # resnet: residual blocks per stage (ResNet-20: (3, 3, 3); ResNet-18: (2, 2, 2, 2)).
   c.model.stage_widths = (16, 32, 64)  # resnet: channels per stage (ResNet-20: 16/32/64; ResNet-18: 64/128/256/512).
@@ -77,6 +80,7 @@ def get_config(variant=None):
   c.optim.weight_decay = 0.1  # Decoupled (AdamW); applied to matrices only, not to biases, norms or gains.
   c.optim.grad_clip = 1.0  # Global-norm clipping; 0 disables.
   c.optim.accum_steps = 1  # Gradient accumulation: the batch is split into this many micro-batches.
+  c.optim.skip_nonfinite = 0  # Steps with a non-finite loss/gradient that may be skipped (logged) before the run stops.
   c.optim.freeze = ()  # Regexes (re.search) over '/'-joined parameter names, e.g. "^backbone/": matches are never updated.
   c.optim.lr_multipliers = ()  # "REGEX=MULT" entries, e.g. "^backbone/=0.1": scale matching parameters' lr and decay; first match wins.
 
@@ -88,7 +92,9 @@ def get_config(variant=None):
   c.train.eval_every = 250  # Steps between evaluations (and one at the end).
   c.train.checkpoint_every = 250  # Steps between checkpoints (and one at the end).
   c.train.keep_checkpoints = 3  # Newest checkpoints kept on disk.
+  c.train.donate = True  # Donate the train state to the jitted step, so its buffers are updated in place.
   c.train.async_checkpoints = True  # Write checkpoints in the background while training continues.
+  c.train.allow_config_change = False  # Resume a workdir whose saved model/data/objective config differs.
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 0  # Eval batch (sequences); 0 means train.batch_size.

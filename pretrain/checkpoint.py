@@ -5,40 +5,103 @@ abstract target that carries the shardings of the strategy that resumes, so a ru
 layout resumes on another.
 """
 import os
+import time
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from pretrain.errors import CheckpointError
 
 
 class Checkpointer:
+  """Saves and restores whole train states. Only committed checkpoints count: a step folder without
+  Orbax's commit marker, or one that fails to restore, is moved aside (never deleted) with a warning,
+  and the newest good one is used. Orbax deletes old checkpoints only after a newer one is committed."""
+
   def __init__(self, workdir: str, *, keep: int, async_save: bool = True):
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
-    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    self._options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
+    self.manager = self._manager()
+
+  def _manager(self):
+    # The handler is named up front so item_metadata works before the first save or restore.
+    return ocp.CheckpointManager(self.directory, options=self._options, item_handlers=ocp.StandardCheckpointHandler())
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
   def save(self, step: int, state) -> None:
-    self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
-
-  def restore(self, step: int, abstract_state):
     try:
-      return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-    except (ValueError, KeyError, TypeError) as e:
-      raise CheckpointError(f"checkpoint {self.directory}/{step} does not fit this model/optimizer "
-                            f"({str(e).splitlines()[0][:300]}); use a new --workdir or the config it was "
-                            "trained with") from None
+      self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    except Exception as e:  # OSError, or tensorstore's own error types for the same failures.
+      raise CheckpointError(f"cannot write checkpoint {step} to {self.directory} ({_first_line(e)}); free space or "
+                            f"fix permissions there, then rerun to resume from step {self.latest_step()}") from None
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    """Blocks until pending saves are committed; errors of background saves surface here."""
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # A background save failed: raised here, never swallowed.
+      raise CheckpointError(f"a checkpoint write to {self.directory} failed ({_first_line(e)}); free space or fix "
+                            "permissions there, then rerun to resume from the last committed checkpoint") from None
+
+  def restore(self, step: int, abstract_state):
+    self._check_fits(step, abstract_state)
+    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+  def _check_fits(self, step: int, abstract_state) -> None:
+    """A complete checkpoint of another model is the user's mistake, not corruption: say what differs."""
+    saved = {_key(p): tuple(getattr(x, "shape", ()) or ()) for p, x in
+             jax.tree_util.tree_leaves_with_path(self.manager.item_metadata(step))}
+    wanted = {_key(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(abstract_state)}
+    problems = [f"{k}: missing" for k in sorted(set(wanted) - set(saved))]
+    problems += [f"{k}: unexpected" for k in sorted(set(saved) - set(wanted))]
+    problems += [f"{k}: {saved[k]} vs {wanted[k]}" for k in sorted(set(saved) & set(wanted)) if saved[k] != wanted[k]]
+    if problems:
+      raise CheckpointError(f"checkpoint {self.directory}/{step} does not fit this model/optimizer "
+                            f"({'; '.join(problems[:6])}{' ...' if len(problems) > 6 else ''}); use a new --workdir "
+                            "or the config it was trained with")
+
+  def restore_latest_good(self, abstract_state, warn) -> tuple[int | None, object]:
+    """(step, state) of the newest checkpoint that restores, or (None, None) when there is none."""
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      folder = os.path.join(self.directory, str(step))
+      if not os.path.exists(os.path.join(folder, "commit_success.txt")):
+        self._quarantine(step, "it has no commit marker (a save that never finished)", warn)
+        continue
+      try:
+        return step, self.restore(step, abstract_state)
+      except CheckpointError:
+        raise  # A complete checkpoint of another model: not corruption, the user must choose.
+      except Exception as e:  # Truncated or garbled files: tensorstore, zstd and JSON errors of many kinds.
+        self._quarantine(step, f"it cannot be read ({_first_line(e)})", warn)
+    return None, None
+
+  def _quarantine(self, step: int, why: str, warn) -> None:
+    folder = os.path.join(self.directory, str(step))
+    aside = f"{folder}.corrupt-{int(time.time())}"
+    if jax.process_index() == 0 and os.path.exists(folder):
+      os.rename(folder, aside)
+    warn(f"warning: skipping checkpoint {folder}: {why}; moved to {aside}")
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"quarantine checkpoint {step}")
+    self.manager.close()
+    self.manager = self._manager()
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
+    self.wait()
     self.manager.close()
+
+
+def _key(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def _first_line(e: Exception) -> str:
+  text = str(e).strip()
+  return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
 
 
 def _reader(directory: str) -> ocp.CheckpointManager:

@@ -4,7 +4,7 @@ import sys
 from absl import app, flags, logging
 
 from pretrain import configlib
-from pretrain.errors import PretrainError
+from pretrain.errors import Preempted, PretrainError
 
 OVERRIDES: list[tuple[str, str]] = []  # (dotted key, text) pairs taken from argv before absl sees it.
 
@@ -53,6 +53,9 @@ def run(main, required=()):
         fail(f"--{name} is required")
     try:
       main(args)
+    except Preempted as e:
+      print(f"preempted: {e}", file=sys.stderr, flush=True)
+      sys.exit(e.exit_code)
     except PretrainError as e:
       fail(str(e))
 

@@ -15,3 +15,14 @@ class DataError(PretrainError):
 
 class CheckpointError(PretrainError):
   """A checkpoint that cannot be restored into this model or cannot be written."""
+
+
+class Preempted(PretrainError):
+  """SIGTERM/SIGINT: the run saved a checkpoint at `step` and stops; rerunning the command resumes.
+
+  Exit status: 143 after SIGTERM, 130 after SIGINT (the shell's 128 + signal number).
+  """
+
+  def __init__(self, message: str, exit_code: int):
+    super().__init__(message)
+    self.exit_code = exit_code

@@ -51,6 +51,19 @@ class MetricWriter:
       f.writelines(kept)
     os.replace(self.path + ".tmp", self.path)
 
+  def count_events(self, key: str, up_to: int) -> int:
+    """How many lines up to `step` carry `key`: e.g. steps already skipped before a resume."""
+    if not os.path.exists(self.path):
+      return 0
+    count = 0
+    for line in open(self.path):
+      try:
+        row = json.loads(line)
+      except ValueError:
+        continue
+      count += key in row and row.get("step", 0) <= up_to
+    return count
+
   def write(self, step: int, split: str, metrics: dict) -> None:
     if not self.enabled:
       return

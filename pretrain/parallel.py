@@ -34,6 +34,7 @@ class Single:
   name = "single"
 
   def __init__(self, config):
+    self.donate = (0,) if config.train.donate else ()
     if jax.process_count() > 1:
       raise ConfigError("parallel.strategy=single cannot span processes; use --config.parallel.strategy=mesh")
     self.device = jax.local_devices()[0]
@@ -50,7 +51,7 @@ class Single:
     return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
 
   def train(self, make_train_step, steps_per_call):
-    return jax.jit(make_multi_step(make_train_step(axis_name=None), steps_per_call), donate_argnums=0)
+    return jax.jit(make_multi_step(make_train_step(axis_name=None), steps_per_call), donate_argnums=self.donate)
 
   def evaluate(self, make_eval_step):
     return jax.jit(make_eval_step(axis_name=None))
@@ -78,6 +79,7 @@ class Pmap(_GlobalReplicated):
   name = "pmap"
 
   def __init__(self, config):
+    self.donate = (0,) if config.train.donate else ()
     self.local = jax.local_devices()
     self.num_devices = len(self.local) * jax.process_count()
     self.global_mesh = Mesh(np.array(jax.devices()), ("batch",))
@@ -98,7 +100,7 @@ class Pmap(_GlobalReplicated):
 
   def train(self, make_train_step, steps_per_call):
     multi = make_multi_step(make_train_step(axis_name="batch"), steps_per_call)
-    return jax.pmap(multi, axis_name="batch", donate_argnums=0)
+    return jax.pmap(multi, axis_name="batch", donate_argnums=self.donate)
 
   def evaluate(self, make_eval_step):
     return jax.pmap(make_eval_step(axis_name="batch"), axis_name="batch")
@@ -125,6 +127,7 @@ class MeshStrategy(_GlobalReplicated):
 
   def __init__(self, config):
     p = config.parallel
+    self.donate = (0,) if config.train.donate else ()
     devices = jax.devices()
     shape = list(p.mesh_shape)
     if len(shape) != 2 or shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
@@ -190,7 +193,7 @@ class MeshStrategy(_GlobalReplicated):
       raise RuntimeError("MeshStrategy.place(state) must run before train(): it fixes the state's shardings")
     multi = make_multi_step(make_train_step(axis_name=None), steps_per_call)
     rep = self._replicated()
-    return jax.jit(multi, out_shardings=(self._state_shardings, rep), donate_argnums=0)
+    return jax.jit(multi, out_shardings=(self._state_shardings, rep), donate_argnums=self.donate)
 
   def evaluate(self, make_eval_step):
     return jax.jit(make_eval_step(axis_name=None), out_shardings=self._replicated())

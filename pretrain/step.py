@@ -66,8 +66,15 @@ def make_train_step(model, objective, tx, *, seed: int, accum_steps: int = 1, ax
     grads = jax.tree_util.tree_map(lambda g: g / jnp.maximum(sums["count"], 1.0), grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(sums, grad_norm=optax.tree.norm(grads))
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state)
+    grad_norm = optax.tree.norm(grads)
+    # A non-finite loss or gradient never reaches the state: the update is dropped here, and the host
+    # decides (optim.skip_nonfinite) whether the run may go on.
+    finite = jnp.isfinite(sums["loss_sum"]) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
+                              opt_state=keep(opt_state, state.opt_state), model_state=keep(model_state, state.model_state))
+    nonfinite_grads = jnp.stack([~jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)])
+    metrics = dict(sums, grad_norm=grad_norm, finite=finite, nonfinite_grads=nonfinite_grads)
     return new_state, metrics
 
   return train_step

@@ -15,7 +15,9 @@ import time
 import jax
 import numpy as np
 
-from pretrain import checkpoint, configlib, data, finetune, ledger, metrics, models, objectives, optim, parallel, step
+from pretrain import (checkpoint, configlib, data, finetune, guards, ledger, metrics, models, objectives, optim, parallel,
+                      step)
+from pretrain.errors import Preempted, PretrainError
 
 
 def count_params(params) -> int:
@@ -49,11 +51,16 @@ class Run:
                              process_count=self.process_count) for i in range(k)]
     return {key: np.stack([r[key] for r in rows]) for key in rows[0]}
 
-  def evaluate(self, eval_fn, state) -> dict:
+  def evaluate(self, eval_fn, state, stop=lambda: False) -> dict | None:
+    """Metrics over the validation split, or None when `stop()` turns true between batches."""
     e = self.config.eval
-    sums = [eval_fn(state, self.strategy.batch(b)) for b in data.eval_batches(
-        self.dataset.val, batch_size=e.batch_size or self.config.train.batch_size, seq_len=self.seq_len,
-        max_batches=e.batches, process_index=self.process_index, process_count=self.process_count)]
+    sums = []
+    for b in data.eval_batches(self.dataset.val, batch_size=e.batch_size or self.config.train.batch_size,
+                               seq_len=self.seq_len, max_batches=e.batches, process_index=self.process_index,
+                               process_count=self.process_count):
+      if stop():
+        return None
+      sums.append(eval_fn(state, self.strategy.batch(b)))
     out = metrics.summarize_eval(self.strategy.fetch(sums))
     meta = self.dataset.metadata
     if "entropy_bits_per_token" in meta and self.config.objective == "next_token":
@@ -63,10 +70,15 @@ class Run:
 
 
 def train(config, workdir: str) -> dict:
-  """Trains (or resumes) the run in `workdir`; returns the final eval metrics."""
-  os.makedirs(workdir, exist_ok=True)
+  """Trains (or resumes) the run in `workdir`; returns the final eval metrics.
+
+  Raises Preempted after SIGTERM/SIGINT (a checkpoint of the current step is saved first), and
+  PretrainError for a non-finite step beyond `optim.skip_nonfinite` (nothing is saved then).
+  """
+  guards.check_workdir(workdir)
   run = Run(config, workdir)
   config = run.config
+  guards.check_resume_config(workdir, config)  # Before anything is written into the workdir.
   t, strategy = config.train, run.strategy
   if run.process_index == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -78,9 +90,10 @@ def train(config, workdir: str) -> dict:
   position_params = int(np.prod(state.params["wpe"]["embedding"].shape)) if "wpe" in state.params else 0
   flops_per_token = models.flops_per_token(config, num_params, position_params, run.model,
                                            step.variables(state.params, state.model_state), run.example_inputs)
-  start = ckpt.latest_step()
+  param_names = [parallel.path_name(p) for p, _ in jax.tree_util.tree_leaves_with_path(state.params)]
+  start, restored = ckpt.restore_latest_good(strategy.abstract(state), warn=run.writer.console)
   if start is not None:
-    state = ckpt.restore(start, strategy.abstract(state))
+    state = restored
     run.writer.console(f"resumed from {ckpt.directory}/{start}")
   else:
     start = 0
@@ -96,43 +109,73 @@ def train(config, workdir: str) -> dict:
   eval_fn = strategy.evaluate(functools.partial(step.make_eval_step, run.model, run.objective))
   lr = optim.learning_rate(config)
   tokens_per_step = t.batch_size * run.seq_len
+  skipped = run.writer.count_events("skipped_nonfinite", up_to=start)
 
-  pending, timed_steps, timed_seconds, final = [], 0, 0.0, None
-  tick = time.perf_counter()
-  for s in range(start, t.steps, k):
-    state, step_metrics = train_fn(state, strategy.batch(run.batches(s, k), steps_axis=True))
-    pending.append(step_metrics)
-    done, timed_steps = s + k, timed_steps + k
-    is_last = done == t.steps
-    log, evaluate, save = (done % t.log_every == 0 or is_last, done % t.eval_every == 0 or is_last,
-                           done % t.checkpoint_every == 0 or is_last)
-    if not (log or evaluate or save):
-      continue
-    jax.block_until_ready(step_metrics)  # Train time ends here; eval and saving are not counted in tokens/s.
-    timed_seconds += time.perf_counter() - tick
-    if log:
-      sums = strategy.fetch(pending)
-      loss = sum(float(np.sum(m["loss_sum"])) for m in sums) / sum(float(np.sum(m["count"])) for m in sums)
-      tokens_per_s = timed_steps * tokens_per_step / timed_seconds
-      row = {"loss": loss, "lr": float(lr(done - 1)), "grad_norm": float(sums[-1]["grad_norm"][-1]),
-             "tokens_per_s": tokens_per_s, "model_flops_per_s": tokens_per_s * flops_per_token}
-      run.writer.write(done, "train", row)
-      eta = (t.steps - done) * tokens_per_step / tokens_per_s
-      run.writer.console(f"step {done:>6} | loss {loss:.4f} | lr {row['lr']:.2e} | {tokens_per_s:,.0f} tok/s | "
-                         f"{row['model_flops_per_s'] / 1e9:.1f} GFLOP/s | eta {metrics.format_duration(eta)}")
-      pending, timed_steps, timed_seconds = [], 0, 0.0
-    if evaluate:
-      final = run.evaluate(eval_fn, state)
-      run.writer.write(done, "val", final)
-      extra = (f" | entropy {final['entropy_bits_per_token']:.4f} (+{final['bits_above_entropy']:.4f})"
-               if "entropy_bits_per_token" in final else "")
-      extra += f" | accuracy {final['accuracy']:.4f}" if "accuracy" in final else ""
-      run.writer.console(f"step {done:>6} | val loss {final['loss']:.4f} ± {final['loss_sem']:.4f} | "
-                         f"{final['bits_per_token']:.4f} bits/token{extra}")
-    if save:
-      ckpt.save(done, strategy.for_checkpoint(state))
+  def stop_here(done):
+    ckpt.save(done, strategy.for_checkpoint(state))
+    ckpt.close()
+    run.writer.close()
+    raise Preempted(f"stopped by signal {preemption.signal} at step {done}; checkpoint saved in {ckpt.directory}; "
+                    "rerun the same command to resume", preemption.exit_code)
+
+  with guards.Preemption() as preemption:
+    if preemption.requested():
+      stop_here(start)
+    pending, window, timed_steps, timed_seconds, final = [], [], 0, 0.0, None
+    pending_first = start
     tick = time.perf_counter()
-  ckpt.close()
+    for s in range(start, t.steps, k):
+      state, step_metrics = train_fn(state, strategy.batch(run.batches(s, k), steps_axis=True))
+      pending.append(step_metrics)
+      done, timed_steps = s + k, timed_steps + k
+      is_last = done == t.steps
+      log, evaluate, save = (done % t.log_every == 0 or is_last, done % t.eval_every == 0 or is_last,
+                             done % t.checkpoint_every == 0 or is_last)
+      preempted = preemption.requested()
+      if not (log or evaluate or save or preempted):
+        continue
+      jax.block_until_ready(step_metrics)  # Train time ends here; eval and saving are not counted in tokens/s.
+      timed_seconds += time.perf_counter() - tick
+      fetched = strategy.fetch(pending)
+      for bad_step, group in guards.nonfinite_steps(fetched, pending_first, param_names):
+        skipped += 1
+        if skipped > config.optim.skip_nonfinite:
+          raise PretrainError(f"non-finite loss or gradient at step {bad_step}, first in {group}; nothing was saved "
+                              f"after step {ckpt.latest_step() or 0}. Lower optim.lr, check the data, or allow "
+                              f"skips with --config.optim.skip_nonfinite=N")
+        run.writer.write(bad_step, "events", {"skipped_nonfinite": skipped, "group": group})
+        run.writer.console(f"step {bad_step:>6} | skipped: non-finite loss or gradient in {group} "
+                           f"({skipped}/{config.optim.skip_nonfinite} allowed)")
+      window.extend(fetched)
+      pending, pending_first = [], done
+      if preempted:
+        stop_here(done)
+      if log:
+        finite = [np.atleast_1d(m["finite"]) for m in window]
+        loss = (sum(float(np.sum(m["loss_sum"][f])) for m, f in zip(window, finite))
+                / max(sum(float(np.sum(m["count"][f])) for m, f in zip(window, finite)), 1.0))
+        tokens_per_s = timed_steps * tokens_per_step / timed_seconds
+        row = {"loss": loss, "lr": float(lr(done - 1)), "grad_norm": float(window[-1]["grad_norm"][-1]),
+               "tokens_per_s": tokens_per_s, "model_flops_per_s": tokens_per_s * flops_per_token}
+        run.writer.write(done, "train", row)
+        eta = (t.steps - done) * tokens_per_step / tokens_per_s
+        run.writer.console(f"step {done:>6} | loss {loss:.4f} | lr {row['lr']:.2e} | {tokens_per_s:,.0f} tok/s | "
+                           f"{row['model_flops_per_s'] / 1e9:.1f} GFLOP/s | eta {metrics.format_duration(eta)}")
+        window, timed_steps, timed_seconds = [], 0, 0.0
+      if evaluate:
+        final = run.evaluate(eval_fn, state, stop=preemption.requested)
+        if final is None:
+          stop_here(done)
+        run.writer.write(done, "val", final)
+        extra = (f" | entropy {final['entropy_bits_per_token']:.4f} (+{final['bits_above_entropy']:.4f})"
+                 if "entropy_bits_per_token" in final else "")
+        extra += f" | accuracy {final['accuracy']:.4f}" if "accuracy" in final else ""
+        run.writer.console(f"step {done:>6} | val loss {final['loss']:.4f} ± {final['loss_sem']:.4f} | "
+                           f"{final['bits_per_token']:.4f} bits/token{extra}")
+      if save:
+        ckpt.save(done, strategy.for_checkpoint(state))
+      tick = time.perf_counter()
+    ckpt.close()
   run.writer.close()
   ledger.finish(run)
   if final is None:  # Resumed at the end: report the saved state's metrics again.

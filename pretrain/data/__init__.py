@@ -105,6 +105,11 @@ def segment_windows(tokens, segments: int, length: int, val_fraction: float) -> 
 def _load(config) -> Dataset:
   d = config.data
   data_dir = builders.default_data_dir(d.data_dir)
+  if d.name == "random":  # Uniform noise for speed benchmarks: nothing to prepare or learn.
+    vocab = config.model.vocab_size or 256
+    rng = np.random.default_rng(config.seed)
+    splits = [TokenStream(rng.integers(0, vocab, d.random_tokens, dtype=np.int32)) for _ in range(2)]
+    return Dataset("random", *splits, vocab_size=vocab)
   if d.name == "markov":
     m = d.markov.to_dict()
     builder = builders.prepare(builders.MarkovSequences, data_dir, **m)

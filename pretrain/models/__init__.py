@@ -27,6 +27,8 @@ class GPTConfig:
   layer_norm_eps: float = 1e-5
   dtype: Any = jnp.float32
   attention_implementation: str = "xla"
+  param_dtype: Any = jnp.float32
+  remat: str = "none"  # Rematerialise each block in the backward pass: "none", "full" or "dots" (keep matmul outputs).
   causal: bool = True  # False: every position attends to all others (the BERT encoder reuses these blocks).
 
 
@@ -45,9 +47,19 @@ def gpt_config(config, dataset) -> GPTConfig:
   return GPTConfig(vocab_size=vocab_size(config, dataset), context=m.context, num_layers=m.num_layers,
                    num_heads=m.num_heads, width=m.width, mlp_ratio=m.mlp_ratio, dropout=m.dropout, bias=m.bias,
                    tie_embeddings=m.tie_embeddings, dtype=_DTYPES[m.dtype],
-                   attention_implementation=m.attention,
+                   attention_implementation=_attention(m.attention), param_dtype=_DTYPES[m.get("param_dtype", "float32")],
+                   remat=m.get("remat", "none"),
                    # .get: configs saved before these fields existed keep their (default) behaviour.
                    gelu_approximate=m.get("gelu_approximate", False), layer_norm_eps=m.get("layer_norm_eps", 1e-5))
+
+
+def _attention(name: str) -> str:
+  if name not in ("xla", "cudnn"):
+    raise ConfigError(f"model.attention={name!r} must be 'xla' or 'cudnn'")
+  if name == "cudnn" and jax.default_backend() != "gpu":
+    print(f"note: model.attention=cudnn needs a GPU; using xla attention on {jax.default_backend()}", flush=True)
+    return "xla"
+  return name
 
 
 def build(config, dataset):

@@ -12,12 +12,13 @@ import jax.numpy as jnp
 
 
 def _dense(features, config, std, name):
-  return nn.Dense(features, use_bias=config.bias, dtype=config.dtype, name=name,
+  return nn.Dense(features, use_bias=config.bias, dtype=config.dtype, param_dtype=config.param_dtype, name=name,
                   kernel_init=nn.initializers.normal(std), bias_init=nn.initializers.zeros)
 
 
 def _layer_norm(config, name):
-  return nn.LayerNorm(epsilon=config.layer_norm_eps, use_bias=config.bias, dtype=config.dtype, name=name)
+  return nn.LayerNorm(epsilon=config.layer_norm_eps, use_bias=config.bias, dtype=config.dtype, param_dtype=config.param_dtype,
+                      name=name)
 
 
 class CausalSelfAttention(nn.Module):
@@ -68,6 +69,9 @@ class Block(nn.Module):
     return x_BxTxD + MLP(self.config, name="mlp")(_layer_norm(self.config, "ln_2")(x_BxTxD), train)
 
 
+_REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
 class GPT(nn.Module):
   """tokens [B, T] -> next-token logits [B, T, V] (float32)."""
   config: "GPTConfig"
@@ -75,10 +79,13 @@ class GPT(nn.Module):
 
   def setup(self):
     c = self.config
-    self.wte = nn.Embed(c.vocab_size, c.width, embedding_init=nn.initializers.normal(0.02), dtype=c.dtype)
-    self.wpe = nn.Embed(c.context, c.width, embedding_init=nn.initializers.normal(0.02), dtype=c.dtype)
+    self.wte = nn.Embed(c.vocab_size, c.width, embedding_init=nn.initializers.normal(0.02), dtype=c.dtype,
+                        param_dtype=c.param_dtype)
+    self.wpe = nn.Embed(c.context, c.width, embedding_init=nn.initializers.normal(0.02), dtype=c.dtype,
+                        param_dtype=c.param_dtype)
     self.drop = nn.Dropout(c.dropout)
-    self.h = [Block(c, name=f"h_{i}") for i in range(c.num_layers)]
+    block = Block if c.remat == "none" else nn.remat(Block, static_argnums=(2,), policy=_REMAT_POLICIES[c.remat])
+    self.h = [block(c, name=f"h_{i}") for i in range(c.num_layers)]
     self.ln_f = _layer_norm(c, "ln_f")
     if not c.tie_embeddings:
       self.lm_head = nn.Dense(c.vocab_size, use_bias=False, dtype=c.dtype, kernel_init=nn.initializers.normal(0.02))
