@@ -35,6 +35,7 @@ def get_config(variant=None):
   c.data.text_segments = 0
   c.data.classes = ()  # Keep only these labels, renumbered 0..k-1 in this order, e.g. (5, 6, 7, 8, 9); () keeps all.
   # Image preprocessing, applied to each batch in order: "scale" (uint8 -> float in [0, 1]), "binarize" (>= 128 -> 1),
+  # "sample_binarize" (1 with probability level/255: a fresh sample in training, one fixed sample per image in eval),
   # "pad:P", "resize:S", "random_crop:S" (centre crop in eval), "random_flip" (none in eval).
   c.data.preprocess = ()
   c.data.markov = ml_collections.ConfigDict()

@@ -121,6 +121,19 @@ def test_preprocessing_functions():
   assert resized.shape == (2, 8, 8, 1) and resized.dtype == np.uint8
   assert images.make_transform(("resize:4",))({"image": x}, None)["image"].tolist() == x.tolist()
   assert images.levels(("binarize",)) == 2 and images.levels(("scale",)) == 256
+  assert images.levels(("sample_binarize",)) == 2
+
+
+def test_stochastic_binarization_is_seeded_in_training_and_fixed_in_eval():
+  x = np.full((2, 40, 40, 1), 64, np.uint8)  # probability 64/255 of a 1 at every pixel ...
+  x[1, :20] = 200  # ... but the second image differs
+  t = images.make_transform(("sample_binarize",))
+  rngs = lambda seed: [np.random.default_rng([seed, i, 2]) for i in range(2)]
+  a, b, c = (t({"image": x}, rngs(s))["image"] for s in (0, 0, 1))
+  assert a.dtype == np.uint8 and set(np.unique(a)) == {0, 1} and abs(a[0].mean() - 64 / 255) < 0.03
+  assert np.array_equal(a, b) and not np.array_equal(a, c)
+  e1, e2 = t({"image": x}, None)["image"], t({"image": x[::-1]}, None)["image"]
+  assert np.array_equal(e1, e2[::-1])  # one fixed sample per image, whatever the batch
 
 
 def test_random_augmentation_is_a_pure_function_of_seed_and_step(tmp_path):

@@ -6,14 +6,15 @@ from one seeded permutation of all the images, so "train:8000", "finetune:1000",
 10,000 MNIST test images are the same images on every machine.
 
 Preprocessing is a list of small pure functions named in `data.preprocess`, applied to each batch in
-order. The random ones (random_crop, random_flip) draw from one generator per example keyed by
-(seed, position in the training stream), so a resumed run sees the same augmented batches; evaluation
-uses their deterministic counterparts (centre crop, no flip).
+order. The random ones (random_crop, random_flip, sample_binarize) draw from one generator per example
+keyed by (seed, position in the training stream), so a resumed run sees the same augmented batches;
+evaluation uses deterministic counterparts (centre crop, no flip, one fixed binary sample per image).
 """
 import gzip
 import hashlib
 import os
 import zipfile
+import zlib
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -235,6 +236,16 @@ def _binarize(x, rngs):
   return (x >= (128 if x.dtype == np.uint8 else 0.5)).astype(np.uint8)
 
 
+def _sample_binarize(x, rngs):
+  """Stochastic binarization: 1 with probability level / 255. Training draws a fresh sample each time an
+  image is seen (rngs); evaluation uses one fixed sample per image, seeded by its content."""
+  p = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x
+  if rngs is None:
+    rngs = [np.random.default_rng(zlib.crc32(image.tobytes())) for image in x]
+  u = np.stack([rng.random(image.shape, dtype=np.float32) for rng, image in zip(rngs, x)])
+  return (u < p).astype(np.uint8)
+
+
 def _pad(p):
   return lambda x, rngs: np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
 
@@ -278,9 +289,9 @@ def _random_flip(x, rngs):
   return np.where(flip[:, None, None, None], x[:, :, ::-1], x)
 
 
-_SIMPLE = {"scale": _scale, "binarize": _binarize, "random_flip": _random_flip}
+_SIMPLE = {"scale": _scale, "binarize": _binarize, "sample_binarize": _sample_binarize, "random_flip": _random_flip}
 _SIZED = {"pad": _pad, "resize": _resize, "random_crop": _random_crop}
-PREPROCESS_NAMES = ("scale", "binarize", "pad:P", "resize:S", "random_crop:S", "random_flip")
+PREPROCESS_NAMES = ("scale", "binarize", "sample_binarize", "pad:P", "resize:S", "random_crop:S", "random_flip")
 
 
 def make_transform(names):
@@ -307,4 +318,4 @@ def make_transform(names):
 
 def levels(names) -> int:
   """Distinct pixel values after preprocessing: 2 once binarized, else 256 (the pixel model's alphabet)."""
-  return 2 if any(str(n) == "binarize" for n in names) else 256
+  return 2 if any(str(n) in ("binarize", "sample_binarize") for n in names) else 256
