@@ -79,6 +79,7 @@ def get_config(variant=None):
   c.optim.beta2 = 0.99
   c.optim.eps = 1e-8
   c.optim.weight_decay = 0.1  # Decoupled (AdamW); applied to matrices only, not to biases, norms or gains.
+  c.optim.no_decay = ()  # Regexes of parameters spared weight decay besides 1-D ones, e.g. ("wte", "wpe").
   c.optim.grad_clip = 1.0  # Global-norm clipping; 0 disables.
   c.optim.accum_steps = 1  # Gradient accumulation: the batch is split into this many micro-batches.
   c.optim.skip_nonfinite = 0  # Steps with a non-finite loss/gradient that may be skipped (logged) before the run stops.

@@ -94,6 +94,13 @@ class Checkpointer:
     self.wait()
     self.manager.close()
 
+  def abandon(self) -> None:
+    """On the way out of a failed run: stop Orbax's background threads without raising again."""
+    try:
+      self.manager.close()
+    except Exception:  # The run is already failing with its own, clearer error.
+      pass
+
 
 def _key(path) -> str:
   return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)

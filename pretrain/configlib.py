@@ -152,6 +152,16 @@ def validate(config, *, num_devices: int) -> None:
     if t[key] % k:
       raise ConfigError(f"train.{key}={t[key]} is not a multiple of train.steps_per_call={k}; "
                         f"use a multiple of {k} or set --config.train.steps_per_call=1")
+  mk = config.data.markov
+  if config.data.name == "markov":
+    for key in ("num_sources", "vocab_size", "num_train", "num_val"):
+      if mk[key] < 1:
+        raise ConfigError(f"data.markov.{key}={mk[key]} must be at least 1")
+    if mk.seq_len < 2:
+      raise ConfigError(f"data.markov.seq_len={mk.seq_len} must be at least 2")
+    if not 1 <= mk.branching <= mk.vocab_size:
+      raise ConfigError(f"data.markov.branching={mk.branching} must be between 1 and data.markov.vocab_size="
+                        f"{mk.vocab_size}")
   if config.data.name == "text" and config.data.path and not os.path.exists(config.data.path):
     raise ConfigError(f"data.path={config.data.path!r} does not exist; set --config.data.path to a text file or "
                       "directory")

@@ -16,9 +16,15 @@ def learning_rate(config):
       decay_steps=max(decay_steps, o.warmup_steps + 1), end_value=o.min_lr)
 
 
-def decay_mask(params):
-  """Weight decay on matrices and embeddings (ndim >= 2); not on biases, norm scales or gains."""
-  return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
+def decay_mask(no_decay=()):
+  """Weight decay on matrices and embeddings (ndim >= 2), except parameters named by `no_decay` regexes;
+  never on biases, norm scales or gains."""
+  patterns = compile_patterns("optim.no_decay", no_decay)
+
+  def mask(params):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, p: p.ndim >= 2 and not any(r.search(param_name(path)) for r in patterns), params)
+  return mask
 
 
 def param_name(path) -> str:
@@ -79,7 +85,7 @@ def _scale_by_name(rules) -> optax.GradientTransformation:
 def make(config) -> optax.GradientTransformation:
   o = config.optim
   adamw = optax.adamw(learning_rate(config), b1=o.beta1, b2=o.beta2, eps=o.eps,
-                      weight_decay=o.weight_decay, mask=decay_mask)
+                      weight_decay=o.weight_decay, mask=decay_mask(o.get("no_decay", ())))
   tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), adamw) if o.grad_clip > 0 else adamw
   rules = lr_multipliers(config)
   if rules:
