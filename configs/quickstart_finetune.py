@@ -1,10 +1,12 @@
-"""Fine-tune the quickstart GPT to tell which Markov source emitted a sequence, from 8 labels per class.
+"""Fine-tune the quickstart GPT to tell which Markov source emitted a 16-token sequence, from 8 labels per class.
 
 Command:   python -m pretrain.main --config configs/quickstart_finetune.py \
-             --config.init.workdir=runs/quickstart --workdir runs/quickstart_finetune
-           (add --config.init.mode=scratch for the same model from random init, or =linear_probe)
-Hardware:  2-core CPU, about 30 s after `configs/quickstart.py` has pretrained runs/quickstart.
-Expected:  see REPRODUCTIONS.md: full fine-tuning well above scratch at this label budget.
+             --config.init.workdir=runs/quickstart --workdir runs/sources_full
+           (--config.init.mode=scratch: the same architecture from random init; =linear_probe: head only)
+Hardware:  2-core CPU, 40-55 s per run as measured on a busy machine (most of it start-up and compilation),
+           after configs/quickstart.py has pretrained runs/quickstart.
+Expected:  seed 0: val accuracy 0.865 fine-tuned, 0.842 linear probe, 0.745 from scratch; over seeds 0-2
+           0.881 ± 0.013, 0.886 ± 0.039 and 0.771 ± 0.032 (REPRODUCTIONS.md, launch/finetune_sweep.py).
 """
 from configs import base
 

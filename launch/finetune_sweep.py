@@ -1,14 +1,18 @@
 """What pretraining buys: scratch vs linear probe vs full fine-tuning, across label budgets and seeds.
 
-  python -m launch.finetune_sweep --pretrained runs/quickstart --workdir runs/finetune_sweep \
-      [--budgets 8,32,128] [--seeds 0,1,2] [--modes scratch,linear_probe,full] \
+  python -m launch.finetune_sweep --pretrained runs/quickstart --root runs/finetune_sweep \
+      [--budgets 8,32,128] [--modes scratch,linear_probe,full] [--seeds 3] \
       [--config configs/quickstart_finetune.py] [--config.a.b=value ...]
 
-Every run is `pretrain.main --config CONFIG --config.init.workdir=PRETRAINED --config.init.mode=MODE
---config.data.labels_per_class=BUDGET --config.seed=SEED` in WORKDIR/MODE-BUDGET-sSEED (rerunning resumes
-or, when finished, only re-evaluates). The seed chooses the labeled subset, the head's init and the batch
-order; the modes of one seed see the same labeled examples. Writes WORKDIR/table.md: validation accuracy
-and label NLL (nats), mean ± std over seeds.
+The grid is launch.sweep's (`--sweep data.labels_per_class=... --sweep init.mode=... --seeds N` with
+`--config.init.workdir=PRETRAINED`): the same run names and workdirs, finished runs are skipped, unfinished
+ones resume, and `python -m pretrain.report ROOT` reads it. The runs go in this process rather than one
+process each, with compiled programs cached on disk (runs that differ only in their labeled subset compile
+to the same program): on a CPU that is most of a few-second run's cost.
+
+The seed chooses the labeled subset, the head's init and the batch order; the modes of one seed see the
+same labeled examples. Writes ROOT/table.md: validation accuracy and label NLL (nats), mean ± std over
+seeds, one row per budget.
 """
 import os
 import time
@@ -16,39 +20,48 @@ import time
 import numpy as np
 from absl import flags
 
-from pretrain import cli
+from launch import sweep as grid
+from pretrain import cli, metrics
 
-flags.DEFINE_string("pretrained", None, "Run directory of the pretrained model (configs/quickstart.py).")
-flags.DEFINE_string("workdir", "runs/finetune_sweep", "Where the fine-tuning runs and table.md go.")
-flags.DEFINE_string("config", "configs/quickstart_finetune.py", "The fine-tuning config.")
-flags.DEFINE_list("budgets", ["8", "32", "128"], "Labeled examples per class.")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; each gives every mode the same labeled subset.")
+flags.DEFINE_string("pretrained", None, "Run directory of the pretrained model (e.g. configs/quickstart.py's).")
+flags.DEFINE_list("budgets", ["8", "32", "128"], "Labeled examples per class (data.labels_per_class).")
 flags.DEFINE_list("modes", ["scratch", "linear_probe", "full"], "init.mode values to compare.")
 FLAGS = flags.FLAGS
+# --config, --root and --seeds are launch.sweep's flags, with this experiment's defaults.
+FLAGS.set_default("config", "configs/quickstart_finetune.py")
+FLAGS.set_default("root", "runs/finetune_sweep")
+FLAGS.set_default("seeds", 3)
 
 
 def enable_compile_cache(directory: str) -> None:
-  """Runs that differ only in their labeled subset compile to the same program: keep compiled programs on
-  disk so each is built once."""
   import jax
   jax.config.update("jax_compilation_cache_dir", directory)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
-def sweep(*, config_spec, pretrained, workdir, budgets, seeds, modes, overrides=()) -> dict:
-  """Runs every (mode, budget, seed); returns {(mode, budget): [final eval metrics per seed]}."""
-  from pretrain import train
+def _final_val(workdir: str) -> dict:
+  return [row for row in metrics.read(workdir) if row.get("split") == "val"][-1]
+
+
+def run_grid(*, config_spec, pretrained, root, budgets, modes, seeds, overrides=()) -> dict:
+  """Trains every (budget, mode, seed) not yet finished; returns {(mode, budget): [final val metrics]}."""
+  from pretrain import checkpoint, run_dir, train
+  run_dir.saved_config(pretrained)  # A missing pretrained run stops the sweep before any run.
+  checkpoint.saved_tree(os.path.join(os.path.abspath(pretrained), "checkpoints"))
+  runs = grid.expand(config_spec, [f"data.labels_per_class={','.join(map(str, budgets))}",
+                                   f"init.mode={','.join(modes)}"], seeds=seeds, root=root,
+                     fixed=[*overrides, ("init.workdir", pretrained)])
+  enable_compile_cache(os.path.join(root, "jax_cache"))
   results = {}
-  for budget in budgets:
-    for seed in seeds:
-      for mode in modes:
-        config = cli.load_config(config_spec, [*overrides, ("init.workdir", pretrained), ("init.mode", mode),
-                                               ("data.labels_per_class", str(budget)), ("seed", str(seed))])
-        tick = time.perf_counter()
-        final = train.train(config, os.path.join(workdir, f"{mode}-{budget}-s{seed}"))
-        print(f"sweep: {mode} {budget}/class seed {seed}: accuracy {final['accuracy']:.4f}, "
-              f"NLL {final['loss']:.4f} ({time.perf_counter() - tick:.0f} s)", flush=True)
-        results.setdefault((mode, budget), []).append(final)
+  for i, run in enumerate(runs, 1):
+    tick = time.perf_counter()
+    if not grid.is_finished(run):
+      train.train(run.config, run.workdir)
+    final = _final_val(run.workdir)
+    print(f"[{i}/{len(runs)}] {run.name}: accuracy {final['accuracy']:.4f}, NLL {final['loss']:.4f} "
+          f"({time.perf_counter() - tick:.0f} s)", flush=True)
+    key = (run.config.init.mode, run.config.data.labels_per_class)
+    results.setdefault(key, []).append(final)
   return results
 
 
@@ -58,36 +71,37 @@ def _cell(values) -> str:
   return f"{values.mean():.3f} ± {std:.3f}"
 
 
-def table(results, budgets, modes, seeds) -> str:
-  """Markdown: one row per budget, accuracy then label NLL per mode, mean ± sample std over seeds."""
-  head = ["labels/class", *[f"{m} acc" for m in modes], *[f"{m} NLL" for m in modes]]
+def table(results, budgets, modes) -> str:
+  """Markdown: one row per budget; accuracy, then label NLL, per mode; mean ± sample std over seeds."""
+  head = ["labels per class", *[f"{m} accuracy" for m in modes], *[f"{m} NLL" for m in modes]]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for b in budgets:
-    acc = [_cell([r["accuracy"] for r in results[(m, b)]]) for m in modes]
-    nll = [_cell([r["loss"] for r in results[(m, b)]]) for m in modes]
-    lines.append("| " + " | ".join([str(b), *acc, *nll]) + " |")
-  lines.append(f"\nValidation accuracy and label NLL (nats), mean ± std over seeds {', '.join(map(str, seeds))}.")
+    cells = [_cell([r["accuracy"] for r in results[(m, b)]]) for m in modes]
+    cells += [_cell([r["loss"] for r in results[(m, b)]]) for m in modes]
+    lines.append("| " + " | ".join([str(b), *cells]) + " |")
   return "\n".join(lines) + "\n"
 
 
-def run_and_report(*, config_spec, pretrained, workdir, budgets, seeds, modes, overrides=()) -> str:
-  os.makedirs(workdir, exist_ok=True)
-  enable_compile_cache(os.path.join(workdir, "jax_cache"))
+def run_and_report(*, config_spec, pretrained, root, budgets, modes, seeds, overrides=()) -> str:
+  """Runs the grid, writes ROOT/table.md and returns its text."""
+  os.makedirs(root, exist_ok=True)
   tick = time.perf_counter()
-  results = sweep(config_spec=config_spec, pretrained=pretrained, workdir=workdir, budgets=budgets, seeds=seeds,
-                  modes=modes, overrides=overrides)
-  text = table(results, budgets, modes, seeds)
-  text += f"Wall time {time.perf_counter() - tick:.0f} s for {len(budgets) * len(seeds) * len(modes)} runs.\n"
-  with open(os.path.join(workdir, "table.md"), "w") as f:
+  results = run_grid(config_spec=config_spec, pretrained=pretrained, root=root, budgets=budgets, modes=modes,
+                     seeds=seeds, overrides=overrides)
+  text = table(results, budgets, modes)
+  text += (f"\nValidation accuracy and label NLL (nats) of {config_spec} fine-tuned from {pretrained}, mean ± std "
+           f"over seeds 0..{seeds - 1}; {len(budgets) * len(modes) * seeds} runs, "
+           f"{metrics.format_duration(time.perf_counter() - tick)} wall.\n")
+  with open(os.path.join(root, "table.md"), "w") as f:
     f.write(text)
   return text
 
 
 def main(argv):
   del argv
-  text = run_and_report(config_spec=FLAGS.config, pretrained=FLAGS.pretrained, workdir=FLAGS.workdir,
-                        budgets=[int(b) for b in FLAGS.budgets], seeds=[int(s) for s in FLAGS.seeds],
-                        modes=FLAGS.modes, overrides=cli.OVERRIDES)
+  text = run_and_report(config_spec=FLAGS.config, pretrained=FLAGS.pretrained, root=FLAGS.root,
+                        budgets=[int(b) for b in FLAGS.budgets], modes=FLAGS.modes, seeds=FLAGS.seeds,
+                        overrides=cli.OVERRIDES)
   print("\n" + text)
 
 

@@ -1,7 +1,10 @@
-"""`make quickstart`: pretrain a small GPT on the embedded Markov dataset and compare its validation
-bits/token with the exact entropy of the sources.
+"""`make quickstart`: pretrain a small GPT on the embedded Markov dataset, compare its validation bits/token
+with the exact entropy of the sources, then fine-tune it to tell the sources apart from 8 labels per class,
+against the same model trained from scratch and a linear probe (3 seeds each).
 
   python -m launch.quickstart --workdir runs/quickstart
+
+The fine-tuning runs and their table go to WORKDIR_finetune (see launch/finetune_sweep.py for all budgets).
 """
 from absl import flags
 
@@ -13,13 +16,20 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  from launch import finetune_sweep
   from pretrain import train
   config = cli.load_config("configs/quickstart.py", cli.OVERRIDES)
   final = train.train(config, FLAGS.workdir)
   entropy = final["entropy_bits_per_token"]
-  print(f"\nquickstart: validation {final['bits_per_token']:.4f} bits/token; the sources' entropy is "
-        f"{entropy:.4f} bits/token (+{final['bits_above_entropy']:.4f}, "
-        f"{100 * final['bits_above_entropy'] / entropy:.1f}% above the best possible model)")
+  pretraining = (f"quickstart: validation {final['bits_per_token']:.4f} bits/token; the sources' entropy is "
+                 f"{entropy:.4f} bits/token (+{final['bits_above_entropy']:.4f}, "
+                 f"{100 * final['bits_above_entropy'] / entropy:.1f}% above the best possible model)")
+  print(f"\n{pretraining}\n", flush=True)
+  root = FLAGS.workdir.rstrip("/") + "_finetune"
+  table = finetune_sweep.run_and_report(config_spec="configs/quickstart_finetune.py", pretrained=FLAGS.workdir,
+                                        root=root, budgets=[8], modes=["scratch", "linear_probe", "full"], seeds=3)
+  print(f"\n{pretraining}\n\nWhich source emitted a 16-token sequence, from 8 labels per class "
+        f"(configs/quickstart_finetune.py):\n\n{table}")
 
 
 if __name__ == "__main__":
