@@ -7,16 +7,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tokenizers
+import torch  # torch and transformers come with the test extra (make test installs them).
+import transformers
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-tokenizers = pytest.importorskip("tokenizers")
+from pretrain import configlib, data, hf, run_dir
+from pretrain.errors import CheckpointError, ConfigError
+from tests.conftest import ROOT, run_main
 
-from tests.conftest import ROOT, run_main  # noqa: E402
-from pretrain import configlib, data, hf, run_dir  # noqa: E402
-from pretrain.errors import CheckpointError, ConfigError  # noqa: E402
-
-torch.set_num_threads(1)  # The machines that run the suite are small; one thread is as fast for these sizes.
+torch.set_num_threads(1)  # Tiny models: one thread, leaving the other cores to the rest of the suite.
 WORDS = ("the cat dog sat ran on a mat log big small red and then it saw was here there quick slow fox "
          "jumped over under by with king queen said to me you").split()
 
