@@ -20,7 +20,7 @@ import ml_collections
 from absl import flags
 
 from pretrain import checkpoint, cli, configlib, data, metrics, models, objectives, run_dir, step
-from pretrain.errors import ConfigError
+from pretrain.errors import CheckpointError, ConfigError
 
 FLAGS = flags.FLAGS
 
@@ -40,7 +40,18 @@ def eval_config(saved, given, overrides=()) -> ml_collections.ConfigDict:
   return config
 
 
-def check_fits(config, dataset, workdir: str, at_step: int | None) -> None:
+def checkpoint_step(workdir: str, at_step: int | None) -> int:
+  """`at_step`, or the newest step, after checking that W holds that checkpoint."""
+  directory = os.path.join(workdir, "checkpoints")
+  steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(directory) else []
+  if not steps:
+    raise CheckpointError(f"{workdir} has no checkpoint; train it with pretrain.main or import one with pretrain.hf")
+  if at_step is not None and at_step not in steps:
+    raise CheckpointError(f"{workdir} has no checkpoint {at_step}; pass --step with one of {steps}")
+  return steps[-1] if at_step is None else at_step
+
+
+def check_fits(config, dataset, workdir: str, at_step: int) -> None:
   """Stops with one error listing every entry where W's checkpoint and the model this data implies differ."""
   saved = config.model
   if saved.get("vocab_size", 0) and dataset.vocab_size > saved.vocab_size:
@@ -70,6 +81,7 @@ def check_fits(config, dataset, workdir: str, at_step: int | None) -> None:
 def evaluate(workdir: str, given, at_step: int | None = None, overrides=()) -> dict:
   """Metrics of W's checkpoint on `given`'s validation split; also appended to W/metrics.jsonl."""
   config = eval_config(run_dir.saved_config(workdir), given, overrides)
+  at_step = checkpoint_step(workdir, at_step)
   check_fits(config, data.load(config), workdir, at_step)
   run = run_dir.load(workdir, at_step, config=config)
   objective = objectives.OBJECTIVES[config.objective]

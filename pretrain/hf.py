@@ -228,9 +228,10 @@ def restore(workdir: str, at_step: int | None = None) -> tuple[object, dict, int
   """(saved config, parameters as numpy arrays, step) of a run directory, reading neither its dataset nor
   its optimizer state."""
   from pretrain import run_dir
+  from pretrain.evaluate import checkpoint_step
   config = run_dir.saved_config(workdir)
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  chosen, tree = checkpoint.saved_tree(directory, at_step)
+  chosen, tree = checkpoint.saved_tree(directory, checkpoint_step(workdir, at_step))
   target = {"params": jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), tree["params"])}
   return config, checkpoint.restore_subtree(directory, chosen, target)["params"], chosen
 

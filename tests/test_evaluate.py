@@ -5,7 +5,7 @@ import os
 import pytest
 
 from pretrain import configlib, evaluate
-from pretrain.errors import ConfigError
+from pretrain.errors import CheckpointError, ConfigError
 from tests.conftest import ROOT, read_metrics, run_main
 
 TINY = os.path.join(ROOT, "configs/quickstart.py:tiny")
@@ -41,6 +41,8 @@ def test_whole_split_unless_batches_are_given(trained):
 
 
 def test_data_or_override_that_does_not_fit_is_one_error(trained):
+  with pytest.raises(CheckpointError, match=r"has no checkpoint 7; pass --step with one of \[10, 20\]"):
+    evaluate.evaluate(trained, configlib.load(TINY), at_step=7)
   other_vocab = configlib.load(TINY, [("data.markov.vocab_size", "20")])
   with pytest.raises(ConfigError, match=r"does not fit its model with this data \(21 token ids\): "
                                         r"params/wte/embedding: checkpoint \(17, 32\), model \(21, 32\)"):
