@@ -73,6 +73,7 @@ def model_section(hf: dict) -> dict:
   if inner % width:
     problems.append(f"n_inner={inner} is not a multiple of n_embd={width}")
   _fail("cannot import this GPT-2", problems)
+  # Our GPT has one dropout rate; where GPT-2's three differ, the residual one (resid_pdrop) is kept.
   dropouts = {hf.get(k, 0.1) for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
   return dict(family="gpt", vocab_size=hf.get("vocab_size", 50257), context=hf.get("n_positions", 1024),
               num_layers=hf.get("n_layer", 12), num_heads=heads, width=width, mlp_ratio=inner // width,
