@@ -215,12 +215,14 @@ def main(argv):
     return
   started = time.time()
   failures = run_local(FLAGS.config, todo, FLAGS.parallel)
-  print(f"sweep: {len(todo) - len(failures)} of {len(todo)} runs finished in "
-        f"{metrics.format_duration(time.time() - started)}", flush=True)
+  if todo:
+    print(f"sweep: {len(todo) - len(failures)} of {len(todo)} runs finished in "
+          f"{metrics.format_duration(time.time() - started)}", flush=True)
   finished = [run.workdir for run in runs if is_finished(run)]
   if finished:
     from pretrain import report  # Imported here: matplotlib is needed only now.
-    path = report.write(FLAGS.root, finished, command=ledger.command_line(),
+    keys = [parse_axis(spec, "sweep")[0] for spec in FLAGS.sweep + FLAGS.zip]
+    path = report.write(FLAGS.root, finished, keys=keys, command=ledger.command_line(),
                         failures=[(run.name, error) for run, error in failures])
     print(f"sweep: report in {path}")
   if failures:

@@ -87,9 +87,10 @@ def load(workdir: str) -> Entry:
 
 
 def swept_keys(entries: list[Entry]) -> list[str]:
-  keys = list(dict.fromkeys(key for entry in entries for key in entry.config))
-  return [key for key in keys if key != "seed" and
-          len({json.dumps(entry.config.get(key), sort_keys=True) for entry in entries}) > 1]
+  """Keys that every run's config has, with differing values. A key that only some runs have (a field
+  added to the code between runs) is not a setting anyone chose, so it does not split the runs."""
+  keys = [key for key in entries[0].config if key != "seed" and all(key in e.config for e in entries)]
+  return [key for key in keys if len({json.dumps(e.config[key], sort_keys=True) for e in entries}) > 1]
 
 
 def group(entries: list[Entry], keys: list[str]) -> list[tuple[tuple, list[Entry]]]:
@@ -107,14 +108,15 @@ def mean_std(values: list[float]) -> tuple[float, float]:
   return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def write(out: str, workdirs: list[str], *, metric: str = "val.loss", command: str | None = None,
-          failures=()) -> str:
-  """Writes report.md, report.csv and the PNG plots into `out`; returns the path of report.md."""
+def write(out: str, workdirs: list[str], *, keys: list[str] | None = None, metric: str = "val.loss",
+          command: str | None = None, failures=()) -> str:
+  """Writes report.md, report.csv and the PNG plots into `out`; returns the path of report.md. `keys` are
+  the swept keys (a sweep knows them); by default, those whose values differ across the runs."""
   entries = [load(w) for w in workdirs]
   done = [e for e in entries if e.finished]
   if not done:
     raise PretrainError(f"none of the {len(entries)} workdirs has finished training; nothing to report yet")
-  keys = swept_keys(done)
+  keys = swept_keys(done) if keys is None else list(keys)
   groups = group(done, keys)
   columns = [(m, title) for m, title in COLUMNS if any(e.final(m) is not None for e in done)]
   if metric not in [m for m, _ in columns]:

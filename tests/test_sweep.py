@@ -87,6 +87,16 @@ def test_finished_means_ledger_finished_with_the_same_overrides(tmp_path):
   assert longer.workdir == run.workdir and not sweep.is_finished(longer)  # more steps: resume and continue
 
 
+def test_report_groups_by_keys_every_run_has_and_that_differ():
+  from pretrain import report
+  def entry(seed, layers, **extra):
+    return report.Entry("w", {"seed": seed, "model.num_layers": layers, "train.steps": 20, **extra}, {}, [])
+  entries = [entry(0, 1), entry(1, 1), entry(0, 2, **{"model.new_field": 3}), entry(1, 2, **{"model.new_field": 4})]
+  assert report.swept_keys(entries) == ["model.num_layers"]  # a field only some runs have is not a setting
+  groups = report.group(entries, ["model.num_layers"])
+  assert [(setting, [e.config["seed"] for e in runs]) for setting, runs in groups] == [((1,), [0, 1]), ((2,), [0, 1])]
+
+
 # --- a real sweep of tiny runs --------------------------------------------------------------------------
 
 ZIPPED = ["--zip", "model.num_layers=1,2,1", "--zip", "model.num_heads=4,4,3"]  # (1, 3) cannot work: width 32
