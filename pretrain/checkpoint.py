@@ -13,6 +13,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from pretrain.errors import CheckpointError
+from pretrain.tree import path_name
 
 
 class Checkpointer:
@@ -53,9 +54,9 @@ class Checkpointer:
 
   def _check_fits(self, step: int, abstract_state) -> None:
     """A complete checkpoint of another model is the user's mistake, not corruption: say what differs."""
-    saved = {_key(p): tuple(getattr(x, "shape", ()) or ()) for p, x in
+    saved = {path_name(p): tuple(getattr(x, "shape", ()) or ()) for p, x in
              jax.tree_util.tree_leaves_with_path(self.manager.item_metadata(step))}
-    wanted = {_key(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(abstract_state)}
+    wanted = {path_name(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(abstract_state)}
     problems = [f"{k}: missing" for k in sorted(set(wanted) - set(saved))]
     problems += [f"{k}: unexpected" for k in sorted(set(saved) - set(wanted))]
     problems += [f"{k}: {saved[k]} vs {wanted[k]}" for k in sorted(set(saved) & set(wanted)) if saved[k] != wanted[k]]
@@ -100,10 +101,6 @@ class Checkpointer:
       self.manager.close()
     except Exception:  # The run is already failing with its own, clearer error.
       pass
-
-
-def _key(path) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
 def _first_line(e: Exception) -> str:

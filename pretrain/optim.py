@@ -6,6 +6,7 @@ import jax
 import optax
 
 from pretrain.errors import ConfigError
+from pretrain.tree import path_name as param_name
 
 
 def learning_rate(config):
@@ -25,11 +26,6 @@ def decay_mask(no_decay=()):
     return jax.tree_util.tree_map_with_path(
         lambda path, p: p.ndim >= 2 and not any(r.search(param_name(path)) for r in patterns), params)
   return mask
-
-
-def param_name(path) -> str:
-  """A pytree path as the '/'-joined name the config's regexes match, e.g. backbone/h_0/attn/c_attn/kernel."""
-  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
 def param_names(params) -> list[str]:

@@ -19,6 +19,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from pretrain.errors import ConfigError
+from pretrain.tree import path_name
 from pretrain.step import make_multi_step
 
 
@@ -210,11 +211,6 @@ class MeshStrategy(_GlobalReplicated):
 
   def fetch(self, tree):
     return jax.tree_util.tree_map(_host, tree)
-
-
-def path_name(path) -> str:
-  """'params/h_0/attn/c_attn/kernel' for a pytree key path: what regex rules match against."""
-  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
 def _parse_rule(rule: str):

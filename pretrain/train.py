@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from pretrain import (checkpoint, configlib, data, finetune, guards, ledger, metrics, models, objectives, optim, parallel,
-                      step)
+                      step, tree)
 from pretrain.errors import ConfigError, Preempted, PretrainError
 
 
@@ -89,10 +89,11 @@ def train(config, workdir: str) -> dict:
   ckpt = checkpoint.Checkpointer(workdir, keep=t.keep_checkpoints, async_save=t.async_checkpoints)
   state = run.init_state()
   num_params = count_params(state.params)
-  position_params = int(np.prod(state.params["wpe"]["embedding"].shape)) if "wpe" in state.params else 0
+  family_params = state.params.get("backbone", state.params)  # A classifier keeps the family's network there.
+  position_params = int(np.prod(family_params["wpe"]["embedding"].shape)) if "wpe" in family_params else 0
   flops_per_token = models.flops_per_token(config, num_params, position_params, run.model,
                                            step.variables(state.params, state.model_state), run.example_inputs)
-  param_names = [parallel.path_name(p) for p, _ in jax.tree_util.tree_leaves_with_path(state.params)]
+  param_names = [tree.path_name(p) for p, _ in jax.tree_util.tree_leaves_with_path(state.params)]
   start, restored = ckpt.restore_latest_good(strategy.abstract(state), warn=run.writer.console)
   if start is not None:
     state = restored

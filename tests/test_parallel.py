@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from pretrain import parallel, run_dir, train
+from pretrain import parallel, run_dir, train, tree
 from tests.conftest import ROOT, read_metrics, run_main, tiny_config
 
 STRATEGIES = {
@@ -53,7 +53,7 @@ def test_fsdp_shards_parameters_and_optimizer_state():
                           "parallel.fsdp_rules": "('wpe/embedding=1',)"})
   run = train.Run(config, "/tmp/unused-fsdp")
   state = run.strategy.place(run.init_state())
-  specs = {parallel.path_name(path): x.sharding.spec
+  specs = {tree.path_name(path): x.sharding.spec
            for path, x in jax.tree_util.tree_leaves_with_path(state)}
   kernel = [k for k in specs if k.endswith("mlp/c_fc/kernel")]
   assert kernel and all("fsdp" in tuple(specs[k]) for k in kernel)  # params and both Adam moments
