@@ -20,7 +20,7 @@ def test_char_builder_vocab_and_contiguous_split(tmp_path):
   f.write_text(text)
   ds = data.load(_text_config(f))
   assert ds.vocab == "".join(sorted(set(text)))
-  n_train = round(len(text) * 0.9)
+  n_train = int(len(text) * 0.9)
   assert ds.decode(ds.train.tokens) == text[:n_train]
   assert ds.decode(ds.val.tokens) == text[n_train:]
 
@@ -32,7 +32,7 @@ def test_byte_builder_and_directory_of_files(tmp_path):
   whole = np.concatenate([ds.train.tokens, ds.val.tokens])
   expected = (tmp_path / "a.txt").read_bytes() + (tmp_path / "b.txt").read_bytes()
   assert bytes(whole.astype(np.uint8).tolist()) == expected
-  assert ds.vocab_size == 256 and len(ds.val) == len(expected) - round(len(expected) * 0.75)
+  assert ds.vocab_size == 256 and len(ds.val) == len(expected) - int(len(expected) * 0.75)
 
 
 def test_missing_empty_and_undecodable_text(tmp_path):
@@ -105,3 +105,19 @@ def test_records_eval_pads_last_batch():
   batches = list(batching.eval_batches(split, batch_size=4, seq_len=2))
   assert len(batches) == 3 and [b["mask"].sum() for b in batches] == [4, 4, 3]
   assert sorted(np.concatenate([b["tokens"][b["mask"] > 0, 0] for b in batches])) == list(range(0, 33, 3))
+
+
+def test_unprepared_catalog_dataset_offline_fails_fast(tmp_path):
+  """No network and nothing prepared: one DataError within 5 s naming the dataset and manual_dir."""
+  import time
+  start = time.perf_counter()
+  with pytest.raises(DataError) as err:
+    data.load(tiny_config(**{"data.name": "tiny_shakespeare", "data.data_dir": tmp_path}))
+  assert time.perf_counter() - start < 5
+  message = str(err.value)
+  assert "'tiny_shakespeare'" in message and "manual_dir" in message and "\n" not in message
+
+
+def test_unknown_catalog_name_is_a_data_error(tmp_path):
+  with pytest.raises(DataError, match="no_such_dataset_xyz"):
+    data.load(tiny_config(**{"data.name": "no_such_dataset_xyz", "data.data_dir": tmp_path}))
