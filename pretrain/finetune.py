@@ -97,20 +97,21 @@ def plan(config, saved_config, checkpoint_tree: dict, model_tree: dict, pretrain
   """Which checkpoint entry fills which model entry, and the list of mismatches.
 
   Both trees are {collection: nested dict} (params, batch_stats, ...). Returns ({model key: checkpoint key},
-  [problem, ...]). A checkpoint entry is excused when init.dont_load matches its model name or it belongs to
-  the family's pretraining-only output layer; a model entry under the backbone the checkpoint does not fill
-  is a problem unless init.dont_load matches it. Entries outside the backbone (the head) start fresh.
+  [problem, ...]). Skipped without complaint: what init.dont_load names (by model name), the output layer
+  the family uses only for pretraining (its `pretraining_only`), and a fine-tuned checkpoint's own task head
+  (a new task gets a new head). A model entry under the backbone that the checkpoint does not fill is a
+  problem unless init.dont_load names it; entries outside the backbone (the head) start fresh.
   """
   src, dst = _prefix(saved_config), _prefix(config)
-  excused = optim.compile_patterns("init.dont_load", config.init.dont_load)
-  if dst:
-    excused += optim.compile_patterns("pretraining_only", [dst + p.lstrip("^") for p in pretraining_only])
-  is_excused = lambda name: any(p.search(name) for p in excused)
+  dont_load = optim.compile_patterns("init.dont_load", config.init.dont_load)
+  family_only = optim.compile_patterns("pretraining_only", pretraining_only) if dst else []
   model_flat = _flat(model_tree)
   mapping, problems = {}, []
   for (collection, name), meta in _flat(checkpoint_tree).items():
-    target = (collection, dst + name[len(src):] if name.startswith(src) else name)
-    if is_excused(target[1]):
+    if not name.startswith(src) or any(p.search(name[len(src):]) for p in family_only):
+      continue
+    target = (collection, dst + name[len(src):])
+    if any(p.search(target[1]) for p in dont_load):
       continue
     if target not in model_flat:
       problems.append(f"unexpected {_show(target)} {tuple(meta.shape)} (the model has no such entry)")
@@ -120,7 +121,7 @@ def plan(config, saved_config, checkpoint_tree: dict, model_tree: dict, pretrain
     else:
       mapping[target] = (collection, name)
   for key, leaf in model_flat.items():
-    if key[1].startswith(dst) and key not in mapping and not is_excused(key[1]):
+    if key[1].startswith(dst) and key not in mapping and not any(p.search(key[1]) for p in dont_load):
       problems.append(f"missing {_show(key)} {tuple(leaf.shape)} (not in the checkpoint)")
   return {k: v for k, v in mapping.items() if v is not None}, problems
 

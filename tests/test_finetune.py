@@ -167,7 +167,7 @@ def test_labeled_subset_is_balanced_nested_and_checked():
 
 
 def test_command_line_finetune_writes_accuracy_and_resumes_from_its_own_checkpoint(pretrained, tmp_path):
-  from pretrain import train
+  from pretrain import run_dir, train
   full, resumed = tmp_path / "full", tmp_path / "resumed"
   out = run_main(*FINETUNE, f"--config.init.workdir={pretrained}", "--workdir", full).stdout
   assert "init: 9 arrays from" in out and "fresh init: head/bias, head/kernel" in out
@@ -180,3 +180,9 @@ def test_command_line_finetune_writes_accuracy_and_resumes_from_its_own_checkpoi
   train.train(finetune_config(pretrained), str(resumed))
   strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("_per_s")} for r in rows]
   assert strip(read_metrics(resumed)) == strip(read_metrics(full))
+  # Starting a new task from the fine-tuned classifier: its backbone loads, its old head does not.
+  _, fresh, loaded = init_and_load(finetune_config(str(full)), tmp_path / "next")
+  got, tuned = flat(loaded.params), flat(run_dir.load(str(full)).params)
+  np.testing.assert_array_equal(got["backbone/wte/embedding"], tuned["backbone/wte/embedding"])
+  np.testing.assert_array_equal(got["head/kernel"], flat(fresh.params)["head/kernel"])
+  assert np.abs(tuned["head/kernel"]).sum() > 0
