@@ -186,3 +186,12 @@ def test_command_line_finetune_writes_accuracy_and_resumes_from_its_own_checkpoi
   np.testing.assert_array_equal(got["backbone/wte/embedding"], tuned["backbone/wte/embedding"])
   np.testing.assert_array_equal(got["head/kernel"], flat(fresh.params)["head/kernel"])
   assert np.abs(tuned["head/kernel"]).sum() > 0
+
+
+def test_sweep_table_is_mean_and_sample_std_per_budget_and_mode():
+  from launch import finetune_sweep
+  results = {("scratch", 8): [{"accuracy": 0.5, "loss": 2.0}, {"accuracy": 0.7, "loss": 1.0}],
+             ("full", 8): [{"accuracy": 0.9, "loss": 0.3}, {"accuracy": 0.9, "loss": 0.1}]}
+  lines = finetune_sweep.table(results, [8], ["scratch", "full"]).splitlines()
+  assert lines[0] == "| labels per class | scratch accuracy | full accuracy | scratch NLL | full NLL |"
+  assert lines[2] == "| 8 | 0.600 ± 0.141 | 0.900 ± 0.000 | 1.500 ± 0.707 | 0.200 ± 0.141 |"
