@@ -19,7 +19,8 @@ class TrainState:
 
 def init_state(model, tx, example_inputs, seed: int) -> TrainState:
   """A fresh state; `example_inputs` only give the model its input shape."""
-  variables = dict(model.init(jax.random.key(seed), example_inputs, train=False))
+  # Jitted: run op by op, initialising a conv net on a CPU takes seconds more than compiling it whole.
+  variables = dict(jax.jit(lambda key, x: model.init(key, x, train=False))(jax.random.key(seed), example_inputs))
   params = variables.pop("params")
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), model_state=variables)
 
