@@ -10,7 +10,7 @@ Expected:  masked-character loss (nats per selected character) well under the un
            characters (about 3.3 nats); see REPRODUCTIONS.md for measured figures and the fine-tune.
 Data:      ../shared/data/tinyshakespeare/input.txt (resolved from the repository root); the first 90%
            trains, the last 10% validates. :finetune cuts the text into 8 equal parts (data.text_segments)
-           and classifies windows of model.context + 1 characters by part, from 20 labeled windows per part;
+           and classifies windows of model.context + 1 characters by part, from 200 labeled windows per part;
            the last 10% of each part's windows validate.
 """
 import os
@@ -59,17 +59,18 @@ def get_config(variant=None):
     c.objective = "classification"
     c.init.mode = "full"  # Needs --config.init.workdir; the architecture comes from that run's config.json.
     c.data.text_segments = 8
-    c.data.labels_per_class = 20
+    c.data.labels_per_class = 200
     c.model.head.pooling = "mean"
     c.model.dropout = 0.0
     c.optim.lr = 5e-4
     c.optim.min_lr = 5e-5
     c.optim.warmup_steps = 20
     c.train.batch_size = 32
-    c.train.steps = 200
+    c.train.steps = 400
     c.train.log_every = 50
     c.train.eval_every = 200
     c.train.checkpoint_every = 200
+    c.train.steps_per_call = 10
     c.eval.batch_size = 250
     c.eval.batches = 0
   elif variant:

@@ -11,6 +11,15 @@ import jax.numpy as jnp
 from pretrain.models import gpt
 
 
+class Bias(nn.Module):
+  """x + b, as its own module so the bias exists only where it is used (not under a classifier)."""
+  size: int
+
+  @nn.compact
+  def __call__(self, x):
+    return x + self.param("bias", nn.initializers.zeros, (self.size,))
+
+
 class BERT(nn.Module):
   """tokens [B, T] -> logits [B, T, V] over the vocabulary at every position (float32)."""
   config: "GPTConfig"  # causal=False; vocab_size counts the [MASK] symbol.
@@ -26,7 +35,7 @@ class BERT(nn.Module):
     self.ln_f = gpt._layer_norm(c, "ln_f")
     self.mlm_dense = nn.Dense(c.width, dtype=c.dtype, kernel_init=nn.initializers.normal(0.02))
     self.mlm_ln = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=c.dtype)
-    self.mlm_bias = self.param("mlm_bias", nn.initializers.zeros, (c.vocab_size,))
+    self.mlm_bias = Bias(c.vocab_size)
 
   def features(self, tokens_BxT, train: bool = False):
     """The encoder's final hidden states [B, T, D]: position t has read the whole window."""
@@ -40,4 +49,4 @@ class BERT(nn.Module):
   def __call__(self, tokens_BxT, train: bool = False):
     h_BxTxD = self.mlm_ln(nn.gelu(self.mlm_dense(self.features(tokens_BxT, train)),
                                   approximate=self.config.gelu_approximate))
-    return (self.wte.attend(h_BxTxD) + self.mlm_bias).astype(jnp.float32)
+    return self.mlm_bias(self.wte.attend(h_BxTxD)).astype(jnp.float32)
