@@ -140,21 +140,23 @@ def test_report_table_csv_and_plots(swept, tmp_path):
   root, _ = swept
   report = (root / "report.md").read_text()
   rows = [line for line in report.splitlines() if line.startswith("| ")]
-  assert rows[0].startswith("| model.num_layers | seeds | val loss (nats/token) | val bits/token |")
+  assert rows[0].startswith("| model.num_layers | model.num_heads | seeds | val loss (nats/token) | val bits/token |")
   body = rows[1:]
-  assert [r.split(" | ")[:2] for r in body] == [["| 1", "2"], ["| 2", "2"]], report  # num_heads=3 runs failed
+  assert [r.split(" | ")[:3] for r in body] == [["| 1", "4", "2"], ["| 2", "4", "2"]], report  # num_heads=3 failed
   assert all(" ± " in r for r in body)
   with open(root / "report.csv") as f:
     table = list(csv.DictReader(f))
   losses = [read_metrics(root / f"num_layers={n}_num_heads=4_seed={s}", "val")[-1]["loss"] for n in (1, 2) for s in (0, 1)]
   assert float(table[0]["val.loss_mean"]) == pytest.approx((losses[0] + losses[1]) / 2, rel=1e-9)
   assert float(table[1]["val.loss_std"]) == pytest.approx(abs(losses[2] - losses[3]) / 2 ** 0.5, rel=1e-9)
-  for name in ("loss_curves.png", "val_loss_vs_model.num_layers.png"):
+  for name in ("loss_curves.png", "val_loss_vs_model.num_layers.png", "val_loss_vs_model.num_heads.png"):
     data = (root / name).read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000 and f"]({name})" in report
-  # The report command gives the same table from any set of workdirs.
+  # From any set of workdirs, the report command groups by the keys that differ: here num_layers only.
   out = run_main(*sorted(root.glob("num_layers=*_num_heads=4_seed=*")), "--out", tmp_path, module="pretrain.report")
-  assert [line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| ")] == rows
+  again = [line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| ")]
+  assert again[0] == rows[0].replace(" model.num_heads |", "")
+  assert [r.split(" | ", 1)[1] for r in again[1:]] == [r.split(" | ", 2)[2] for r in body]
   assert out.stdout.startswith("# Report")
 
 
