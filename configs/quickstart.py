@@ -1,8 +1,9 @@
 """A small GPT on the embedded Markov dataset: the two-minute first run.
 
 Command:   python -m pretrain.main --config configs/quickstart.py --workdir runs/quickstart
-Hardware:  2-core CPU, about two minutes (one process, no accelerator).
-Expected:  validation bits/token within a few percent of the sources' entropy (printed beside it).
+Hardware:  2-core CPU, about a minute and a half of training (one process, no accelerator).
+Expected:  validation 1.108 bits/token against the sources' exact entropy of 0.995 bits/token (+0.11,
+           11% above it) after 600 steps; 3000 steps bring it to +0.04 (REPRODUCTIONS.md).
 """
 from configs import base
 
