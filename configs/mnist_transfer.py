@@ -6,8 +6,10 @@ Commands:  python -m pretrain.main --config configs/mnist_transfer.py:pretrain -
            python -m pretrain.main --config configs/mnist_transfer.py:finetune --config.init.workdir=runs/mnist_04 \
              --config.data.labels_per_class=10 --workdir runs/mnist_59_l10
            (add --config.init.mode=scratch for the baseline, or =linear_probe to train the head only)
-Hardware:  2-core CPU: about a minute for the pretraining, under a minute per fine-tuning run.
-Expected:  see REPRODUCTIONS.md for the measured accuracy table, pretrained against scratch.
+Hardware:  2-core CPU (shared): 1m07s for the pretraining (accuracy 0.981 on the test digits 0-4), under a
+           minute per fine-tuning run (seconds each inside launch.finetune_sweep, which caches compilation).
+Expected:  measured (REPRODUCTIONS.md, 3 seeds): full fine-tuning beats scratch at 20 and 50 labels per class
+           (0.908 vs 0.892, 0.945 vs 0.929) but not at 5 (0.794 vs 0.847).
 Data:      the 10,000 MNIST test images in ../shared/data/mnist (resolved from the repository root), split
            train:8000 / finetune:1000 / test:1000 by data.split_seed=0. Pretraining reads the digits 0-4 of
            `train` (about 4,000); fine-tuning reads data.labels_per_class images of each digit 5-9 from
