@@ -95,7 +95,7 @@ class TextFiles(tfds.core.GeneratorBasedBuilder):
         raise DataError(f"{self._path} is not UTF-8 ({e.reason} at byte {e.start}); tokenizer files read text") from None
     else:
       raise DataError(f"unknown tokenizer {self._tokenizer!r}; use --config.data.tokenizer=char, byte or file")
-    n_train = int(round(len(tokens) * (1 - self._val_fraction)))
+    n_train = int(len(tokens) * (1 - self._val_fraction))  # nanoGPT: int(n * 0.9)
     if n_train < 2 or len(tokens) - n_train < 2:
       raise DataError(f"{self._path} has {len(tokens)} tokens: too few for a {1 - self._val_fraction:.0%}/"
                       f"{self._val_fraction:.0%} split; give more text or change --config.data.val_fraction")
