@@ -77,6 +77,11 @@ def train(config, workdir: str) -> dict:
   Raises Preempted after SIGTERM/SIGINT (a checkpoint of the current step is saved first), and
   PretrainError for a non-finite step beyond `optim.skip_nonfinite` (nothing is saved then).
   """
+  with guards.Preemption() as preemption:  # From the start: a signal during setup is honoured too.
+    return _train(config, workdir, preemption)
+
+
+def _train(config, workdir: str, preemption) -> dict:
   guards.check_workdir(workdir)
   run = Run(config, workdir)
   config = run.config
@@ -122,67 +127,66 @@ def train(config, workdir: str) -> dict:
                     "rerun the same command to resume", preemption.exit_code)
 
   try:
-    with guards.Preemption() as preemption:
-      if preemption.requested():
-        stop_here(start)
-      pending, window, timed_steps, timed_seconds, final = [], [], 0, 0.0, None
-      pending_first = start
-      tick = time.perf_counter()
-      for s in range(start, t.steps, k):
-        state, step_metrics = train_fn(state, strategy.batch(run.batches(s, k), steps_axis=True))
-        pending.append(step_metrics)
-        done, timed_steps = s + k, timed_steps + k
-        is_last = done == t.steps
-        log, evaluate, save = (done % t.log_every == 0 or is_last, done % t.eval_every == 0 or is_last,
-                               done % t.checkpoint_every == 0 or is_last)
-        preempted = preemption.requested()
-        if not (log or evaluate or save or preempted):
-          continue
-        jax.block_until_ready(step_metrics)  # Train time ends here; eval and saving are not counted in tokens/s.
-        timed_seconds += time.perf_counter() - tick
-        fetched = strategy.fetch(pending)
-        for bad_step, group in guards.nonfinite_steps(fetched, pending_first, param_names):
-          skipped += 1
-          if skipped > config.optim.skip_nonfinite:
-            raise PretrainError(f"non-finite loss or gradient at step {bad_step}, first in {group}; nothing was saved "
-                                f"after step {ckpt.latest_step() or 0}. Lower optim.lr, check the data, or allow "
-                                f"skips with --config.optim.skip_nonfinite=N")
-          run.writer.write(bad_step, "events", {"skipped_nonfinite": skipped, "group": group})
-          run.writer.console(f"step {bad_step:>6} | skipped: non-finite loss or gradient in {group} "
-                             f"({skipped}/{config.optim.skip_nonfinite} allowed)")
-        window.extend(fetched)
-        pending, pending_first = [], done
-        if preempted:
+    if preemption.requested():
+      stop_here(start)
+    pending, window, timed_steps, timed_seconds, final = [], [], 0, 0.0, None
+    pending_first = start
+    tick = time.perf_counter()
+    for s in range(start, t.steps, k):
+      state, step_metrics = train_fn(state, strategy.batch(run.batches(s, k), steps_axis=True))
+      pending.append(step_metrics)
+      done, timed_steps = s + k, timed_steps + k
+      is_last = done == t.steps
+      log, evaluate, save = (done % t.log_every == 0 or is_last, done % t.eval_every == 0 or is_last,
+                             done % t.checkpoint_every == 0 or is_last)
+      preempted = preemption.requested()
+      if not (log or evaluate or save or preempted):
+        continue
+      jax.block_until_ready(step_metrics)  # Train time ends here; eval and saving are not counted in tokens/s.
+      timed_seconds += time.perf_counter() - tick
+      fetched = strategy.fetch(pending)
+      for bad_step, group in guards.nonfinite_steps(fetched, pending_first, param_names):
+        skipped += 1
+        if skipped > config.optim.skip_nonfinite:
+          raise PretrainError(f"non-finite loss or gradient at step {bad_step}, first in {group}; nothing was saved "
+                              f"after step {ckpt.latest_step() or 0}. Lower optim.lr, check the data, or allow "
+                              f"skips with --config.optim.skip_nonfinite=N")
+        run.writer.write(bad_step, "events", {"skipped_nonfinite": skipped, "group": group})
+        run.writer.console(f"step {bad_step:>6} | skipped: non-finite loss or gradient in {group} "
+                           f"({skipped}/{config.optim.skip_nonfinite} allowed)")
+      window.extend(fetched)
+      pending, pending_first = [], done
+      if preempted:
+        stop_here(done)
+      if log:
+        finite = [np.atleast_1d(m["finite"]) for m in window]
+        loss = (sum(float(np.sum(m["loss_sum"][f])) for m, f in zip(window, finite))
+                / max(sum(float(np.sum(m["count"][f])) for m, f in zip(window, finite)), 1.0))
+        tokens_per_s = timed_steps * tokens_per_step / timed_seconds
+        row = {"loss": loss, "lr": float(lr(done - 1)), "grad_norm": float(window[-1]["grad_norm"][-1]),
+               "tokens_per_s": tokens_per_s, "model_flops_per_s": tokens_per_s * flops_per_token}
+        memory = jax.local_devices()[0].memory_stats() or {}  # Accelerators report it; CPUs do not.
+        if "peak_bytes_in_use" in memory:
+          row["peak_memory_gib"] = memory["peak_bytes_in_use"] / 2**30
+        run.writer.write(done, "train", row)
+        eta = (t.steps - done) * tokens_per_step / tokens_per_s
+        run.writer.console(f"step {done:>6} | loss {loss:.4f} | lr {row['lr']:.2e} | {tokens_per_s:,.0f} tok/s | "
+                           f"{row['model_flops_per_s'] / 1e9:.1f} GFLOP/s | eta {metrics.format_duration(eta)}")
+        window, timed_steps, timed_seconds = [], 0, 0.0
+      if evaluate:
+        final = run.evaluate(eval_fn, state, stop=preemption.requested)
+        if final is None:
           stop_here(done)
-        if log:
-          finite = [np.atleast_1d(m["finite"]) for m in window]
-          loss = (sum(float(np.sum(m["loss_sum"][f])) for m, f in zip(window, finite))
-                  / max(sum(float(np.sum(m["count"][f])) for m, f in zip(window, finite)), 1.0))
-          tokens_per_s = timed_steps * tokens_per_step / timed_seconds
-          row = {"loss": loss, "lr": float(lr(done - 1)), "grad_norm": float(window[-1]["grad_norm"][-1]),
-                 "tokens_per_s": tokens_per_s, "model_flops_per_s": tokens_per_s * flops_per_token}
-          memory = jax.local_devices()[0].memory_stats() or {}  # Accelerators report it; CPUs do not.
-          if "peak_bytes_in_use" in memory:
-            row["peak_memory_gib"] = memory["peak_bytes_in_use"] / 2**30
-          run.writer.write(done, "train", row)
-          eta = (t.steps - done) * tokens_per_step / tokens_per_s
-          run.writer.console(f"step {done:>6} | loss {loss:.4f} | lr {row['lr']:.2e} | {tokens_per_s:,.0f} tok/s | "
-                             f"{row['model_flops_per_s'] / 1e9:.1f} GFLOP/s | eta {metrics.format_duration(eta)}")
-          window, timed_steps, timed_seconds = [], 0, 0.0
-        if evaluate:
-          final = run.evaluate(eval_fn, state, stop=preemption.requested)
-          if final is None:
-            stop_here(done)
-          run.writer.write(done, "val", final)
-          extra = (f" | entropy {final['entropy_bits_per_token']:.4f} (+{final['bits_above_entropy']:.4f})"
-                   if "entropy_bits_per_token" in final else "")
-          extra += f" | accuracy {final['accuracy']:.4f}" if "accuracy" in final else ""
-          run.writer.console(f"step {done:>6} | val loss {final['loss']:.4f} ± {final['loss_sem']:.4f} | "
-                             f"{final['bits_per_token']:.4f} bits/token{extra}")
-        if save:
-          ckpt.save(done, strategy.for_checkpoint(state))
-        tick = time.perf_counter()
-      ckpt.close()
+        run.writer.write(done, "val", final)
+        extra = (f" | entropy {final['entropy_bits_per_token']:.4f} (+{final['bits_above_entropy']:.4f})"
+                 if "entropy_bits_per_token" in final else "")
+        extra += f" | accuracy {final['accuracy']:.4f}" if "accuracy" in final else ""
+        run.writer.console(f"step {done:>6} | val loss {final['loss']:.4f} ± {final['loss_sem']:.4f} | "
+                           f"{final['bits_per_token']:.4f} bits/token{extra}")
+      if save:
+        ckpt.save(done, strategy.for_checkpoint(state))
+      tick = time.perf_counter()
+    ckpt.close()
   except BaseException:
     ckpt.abandon()  # Background save threads must not outlive the error they caused.
     raise

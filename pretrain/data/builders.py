@@ -53,7 +53,7 @@ class TextFiles(tfds.core.GeneratorBasedBuilder):
   The token stream is stored in order as chunks of CHUNK_TOKENS; the char vocabulary (sorted unique
   characters of the whole text) is saved in the dataset's metadata so sampling can decode.
   """
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")  # 1.1.0: split at int(n * 0.9), as nanoGPT
   disable_shuffling = True  # Records are consecutive chunks of one stream.
 
   def __init__(self, *, path: str, tokenizer: str, val_fraction: float, fingerprint: str,
