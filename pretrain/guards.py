@@ -1,8 +1,10 @@
 """What keeps a run from losing work or silently going wrong: preemption signals, workdir checks,
 resuming with a changed config, and non-finite steps."""
+import ctypes
 import json
 import os
 import signal
+import sys
 import uuid
 
 import jax
@@ -30,6 +32,7 @@ class Preemption:
   def __enter__(self):
     for sig in (signal.SIGTERM, signal.SIGINT):
       self._previous[sig] = signal.signal(sig, self._handle)
+    _terminate_with_parent()
     return self
 
   def __exit__(self, *exc):
@@ -52,6 +55,19 @@ class Preemption:
   @property
   def exit_code(self) -> int:
     return 128 + int(self.signal or signal.SIGTERM)
+
+
+def _terminate_with_parent() -> None:
+  """Linux: if the process that started this run dies (a wrapper script preempted with SIGTERM, a
+  killed launcher), this run gets SIGTERM too and stops with a checkpoint, instead of training on
+  as an orphan beside the rerun."""
+  if not sys.platform.startswith("linux") or os.getppid() == 1:
+    return
+  try:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+  except (OSError, AttributeError):
+    pass  # Without prctl the run simply keeps the default behaviour.
 
 
 def check_workdir(workdir: str) -> None:
