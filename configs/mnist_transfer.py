@@ -17,7 +17,7 @@ Data:      the 10,000 MNIST test images in ../shared/data/mnist (resolved from t
 """
 import os
 
-from configs import base
+from configs import base, seed_cnn_cifar10
 
 SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
 
@@ -32,13 +32,7 @@ def get_config(variant=None):
   c.data.split_seed = 0
   c.data.val_split = "test"
   c.data.preprocess = ("scale",)
-  c.optim.lr = 1e-3  # Adam, as the seed CNN is trained.
-  c.optim.min_lr = 1e-3
-  c.optim.warmup_steps = 0
-  c.optim.weight_decay = 0.0
-  c.optim.grad_clip = 0.0
-  c.optim.beta2 = 0.999
-  c.optim.eps = 1e-7
+  seed_cnn_cifar10.design_adam(c)  # Adam, as the seed CNN is trained.
   c.train.batch_size = 32
   c.eval.batch_size = 250
   if variant in (None, "pretrain"):

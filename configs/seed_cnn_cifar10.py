@@ -19,6 +19,17 @@ from configs import base
 SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
 
 
+def design_adam(c):
+  """Adam as the design has it: constant learning rate 1e-3, no weight decay, no clipping, no warmup."""
+  c.optim.lr = 1e-3
+  c.optim.min_lr = 1e-3
+  c.optim.warmup_steps = 0
+  c.optim.weight_decay = 0.0
+  c.optim.grad_clip = 0.0
+  c.optim.beta2 = 0.999
+  c.optim.eps = 1e-7
+
+
 def get_config(variant=None):
   c = base.get_config()
   c.objective = "classification"  # The Dense 10 logits layer is the classification head on the features.
@@ -27,14 +38,7 @@ def get_config(variant=None):
   c.data.train_split = "train"
   c.data.val_split = "test"
   c.data.preprocess = ("scale",)
-  # Adam as the design has it: constant learning rate 1e-3, no weight decay, no clipping, no warmup.
-  c.optim.lr = 1e-3
-  c.optim.min_lr = 1e-3
-  c.optim.warmup_steps = 0
-  c.optim.weight_decay = 0.0
-  c.optim.grad_clip = 0.0
-  c.optim.beta2 = 0.999
-  c.optim.eps = 1e-7
+  design_adam(c)
   c.train.batch_size = 32
   c.train.steps = 15630  # 10 epochs of the 50,000 training images (1,563 batches each).
   c.train.log_every = 130
