@@ -13,6 +13,8 @@ import ml_collections
 
 from pretrain.errors import ConfigError
 
+MAX_MARKOV_TABLE = 1 << 24  # Transition entries (128 MiB of float64).
+MAX_MARKOV_TOKENS = 1 << 28  # Tokens drawn for the train and validation splits together.
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
@@ -162,6 +164,15 @@ def validate(config, *, num_devices: int) -> None:
     if not 1 <= mk.branching <= mk.vocab_size:
       raise ConfigError(f"data.markov.branching={mk.branching} must be between 1 and data.markov.vocab_size="
                         f"{mk.vocab_size}")
+    # The sources are dense K x V x V float64 tables and the samples are drawn in memory: bound both
+    # so a typo fails here rather than as an out-of-memory error minutes later.
+    if mk.num_sources * mk.vocab_size ** 2 > MAX_MARKOV_TABLE:
+      raise ConfigError(f"data.markov.num_sources * vocab_size**2 = {mk.num_sources * mk.vocab_size ** 2} exceeds "
+                        f"{MAX_MARKOV_TABLE} transition entries; use fewer sources or a smaller vocabulary")
+    tokens = (mk.num_train + mk.num_val) * mk.seq_len
+    if tokens > MAX_MARKOV_TOKENS:
+      raise ConfigError(f"data.markov: (num_train + num_val) * seq_len = {tokens} tokens exceeds {MAX_MARKOV_TOKENS}; "
+                        "use fewer or shorter sequences, or your own data with data.name=text")
   if config.data.name == "text" and config.data.path and not os.path.exists(config.data.path):
     raise ConfigError(f"data.path={config.data.path!r} does not exist; set --config.data.path to a text file or "
                       "directory")

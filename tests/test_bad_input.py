@@ -8,7 +8,7 @@ import hypothesis.strategies as st
 import pytest
 
 from pretrain import checkpoint, configlib, data, train
-from pretrain.errors import PretrainError
+from pretrain.errors import ConfigError, PretrainError
 from tests.conftest import ROOT, tiny_config
 
 CONFIG = os.path.join(ROOT, "configs/quickstart.py:tiny")
@@ -16,7 +16,8 @@ KEYS = sorted(configlib.flatten(tiny_config().to_dict())) + ["model.nope", "nope
 VALUES = st.one_of(st.integers(-10**6, 10**6).map(str), st.floats(allow_nan=True).map(str),
                    st.sampled_from(["", "true", "no", "None", "()", "(1,2)", "-1", "0", "1e400", "[", "x" * 300]),
                    st.text(max_size=20))
-SETTINGS = dict(deadline=None, suppress_health_check=list(hypothesis.HealthCheck))
+# derandomize: CI runs the same examples every time, so a red build is reproducible and its time is bounded.
+SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=list(hypothesis.HealthCheck))
 
 
 @hypothesis.settings(max_examples=300, **SETTINGS)
@@ -39,6 +40,13 @@ def test_values_that_reach_the_data_and_model(tmp_path_factory, key, value):
     train.Run(config, str(tmp_path_factory.mktemp("run")))
   except PretrainError as e:
     assert str(e)
+
+
+@pytest.mark.parametrize("key,value", [("data.markov.vocab_size", "100000"), ("data.markov.num_sources", "10000000"),
+                                       ("data.markov.num_train", "100000000"), ("data.markov.seq_len", "10000000")])
+def test_markov_sizes_that_would_exhaust_memory_are_config_errors(key, value):
+  with pytest.raises(ConfigError, match=key.split(".")[-1]):
+    configlib.validate(configlib.load(CONFIG, [(key, value)]), num_devices=8)
 
 
 @hypothesis.settings(max_examples=25, **SETTINGS)
