@@ -59,6 +59,7 @@ def get_config(variant=None):
   c.model.bias = False  # Biases in Dense and LayerNorm layers (GPT-2 has them, nanoGPT's default not).
   c.model.gelu_approximate = False  # GPT MLP: tanh-approximate GELU (GPT-2's "gelu_new") instead of the exact one.
   c.model.layer_norm_eps = 1e-5  # Epsilon of every LayerNorm (GPT-2: 1e-5).
+  c.model.position = "learned"  # Where order comes from: "learned" embeddings added to the input (GPT-2, nanoGPT), or "rope" (rotary, on queries and keys; no wpe).
   c.model.tie_embeddings = True  # Output head shares the token embedding matrix.
   c.model.dtype = "float32"  # Compute dtype ("bfloat16" halves activation traffic); params stay float32.
   c.model.param_dtype = "float32"  # Parameter (and optimizer state) dtype.

@@ -77,7 +77,7 @@ def model_section(hf: dict) -> dict:
   dropouts = {hf.get(k, 0.1) for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
   return dict(family="gpt", vocab_size=hf.get("vocab_size", 50257), context=hf.get("n_positions", 1024),
               num_layers=hf.get("n_layer", 12), num_heads=heads, width=width, mlp_ratio=inner // width,
-              bias=True, tie_embeddings=hf.get("tie_word_embeddings", True), gelu_approximate=_GELU_APPROXIMATE[act],
+              bias=True, position="learned", tie_embeddings=hf.get("tie_word_embeddings", True), gelu_approximate=_GELU_APPROXIMATE[act],
               layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
               dropout=hf.get("resid_pdrop", 0.1) if len(dropouts) > 1 else dropouts.pop())
 
@@ -244,6 +244,9 @@ def export_hf(workdir: str, hf_dir: str, at_step: int | None = None) -> None:
   m = config.model
   if m.family != "gpt":
     raise ConfigError(f"{workdir} holds model.family={m.family!r}; export writes GPT-2, from model.family=gpt")
+  if m.get("position", "learned") != "learned":
+    raise ConfigError(f"{workdir} holds a GPT with model.position={m.position!r}; GPT-2 has learned position "
+                      "embeddings, so only model.position=learned exports")
   m.vocab_size, m.context = params["wte"]["embedding"].shape[0], params["wpe"]["embedding"].shape[0]
   for key, default in (("gelu_approximate", False), ("layer_norm_eps", 1e-5)):  # Configs saved before these existed.
     if key not in m:

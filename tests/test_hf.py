@@ -89,7 +89,11 @@ VARIANTS = {
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_import_matches_pytorch_and_export_round_trips(tmp_path, variant):
   model = _random_gpt2(tmp_path / "hf", **VARIANTS[variant])
-  config = hf.import_hf(str(tmp_path / "hf"), str(tmp_path / "w"))
+  given = None
+  if variant != "gpt2":  # A --config whose model section differs from GPT-2 (rotary positions): GPT-2's wins.
+    given = configlib.load(hf.BASE_CONFIG)
+    given.model.position = "rope"
+  config = hf.import_hf(str(tmp_path / "hf"), str(tmp_path / "w"), given)
   tokens = np.random.default_rng(0).integers(0, 61, (3, 24))
   theirs = _torch_logits(model, tokens)
   assert np.abs(theirs).max() > 3  # Far from uniform: the comparison below means something.
@@ -97,6 +101,7 @@ def test_import_matches_pytorch_and_export_round_trips(tmp_path, variant):
   saved = run_dir.saved_config(str(tmp_path / "w"))
   assert {k: saved.model[k] for k in hf.model_section({"model_type": "gpt2"})} == \
       {k: config.model[k] for k in hf.model_section({"model_type": "gpt2"})}
+  assert saved.model.position == "learned"
   assert (saved.model.gelu_approximate, saved.model.tie_embeddings) == ((True, True) if variant == "gpt2" else (False, False))
   assert os.listdir(tmp_path / "w" / "checkpoints") == ["0"]
 
@@ -141,6 +146,12 @@ def test_export_of_a_gpt_without_biases(tmp_path):
   back = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path / "hf")).eval()
   ours = np.asarray(jax.jit(model.apply)({"params": params}, jnp.asarray(tokens)))
   assert np.abs(_torch_logits(back, tokens) - ours).max() <= 1e-4
+
+  config.model.position = "rope"  # GPT-2 has no rotary embeddings: say so rather than write a wrong model.
+  hf.write_workdir(config, jax.jit(hf._gpt(config).init)(jax.random.key(3), jnp.asarray(tokens))["params"],
+                   str(tmp_path / "rope"))
+  with pytest.raises(ConfigError, match="model.position='rope'"):
+    hf.export_hf(str(tmp_path / "rope"), str(tmp_path / "hf_rope"))
 
 
 def test_unsupported_architecture_and_shape_mismatch_list_everything(tmp_path):

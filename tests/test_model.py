@@ -24,9 +24,10 @@ def test_gpt_shapes_and_names(kw):
   assert ("lm_head" in params) == (not kw.get("tie_embeddings", True))
 
 
-def test_gpt_is_causal():
+@pytest.mark.parametrize("position", ["learned", "rope"])
+def test_gpt_is_causal(position):
   """Changing token t+1 never changes the logits at positions <= t."""
-  model = _model()
+  model = _model(position=position)
   rng = np.random.default_rng(0)
   tokens = rng.integers(0, 11, (2, 16)).astype(np.int32)
   params = model.init(jax.random.key(1), tokens)["params"]
@@ -37,6 +38,27 @@ def test_gpt_is_causal():
     out = model.apply({"params": params}, changed)
     np.testing.assert_array_equal(np.asarray(out[:, :t + 1]), np.asarray(base[:, :t + 1]))
     assert not np.allclose(out[:, t + 1:], base[:, t + 1:])
+
+
+def test_rotary_scores_depend_only_on_the_offset():
+  """q_i . k_j after rotation is the same for every (i, j) with the same i - j, and rotation keeps norms."""
+  rng = np.random.default_rng(0)
+  q_Q, k_Q = rng.normal(size=(2, 8)).astype(np.float32)
+  T = 12
+  tile = lambda v: jnp.asarray(np.broadcast_to(v, (1, T, 1, 8)))
+  rq_TxQ, rk_TxQ = np.asarray(gpt.rotary(tile(q_Q)))[0, :, 0], np.asarray(gpt.rotary(tile(k_Q)))[0, :, 0]
+  scores_TxT = rq_TxQ @ rk_TxQ.T
+  for offset in range(-3, 4):
+    diagonal = np.diagonal(scores_TxT, offset)
+    np.testing.assert_allclose(diagonal, diagonal[0], rtol=1e-5, atol=1e-5)
+  assert not np.allclose(np.diagonal(scores_TxT, 0)[0], np.diagonal(scores_TxT, 1)[0])
+  np.testing.assert_allclose(np.linalg.norm(rq_TxQ, axis=1), np.linalg.norm(q_Q), rtol=1e-5)
+
+
+def test_rope_model_has_no_position_table():
+  model = _model(position="rope")
+  params = model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))["params"]
+  assert "wpe" not in params
 
 
 def test_dropout_attention_path_is_causal_too():

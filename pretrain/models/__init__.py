@@ -29,6 +29,7 @@ class GPTConfig:
   attention_implementation: str = "xla"
   param_dtype: Any = jnp.float32
   remat: str = "none"  # Rematerialise each block in the backward pass: "none", "full" or "dots" (keep matmul outputs).
+  position: str = "learned"  # "learned" (wpe, GPT-2) or "rope" (rotary embeddings on queries and keys).
   causal: bool = True  # False: every position attends to all others (the BERT encoder reuses these blocks).
 
 
@@ -48,9 +49,21 @@ def gpt_config(config, dataset) -> GPTConfig:
                    num_heads=m.num_heads, width=m.width, mlp_ratio=m.mlp_ratio, dropout=m.dropout, bias=m.bias,
                    tie_embeddings=m.tie_embeddings, dtype=_DTYPES[m.dtype],
                    attention_implementation=_attention(m.attention), param_dtype=_DTYPES[m.get("param_dtype", "float32")],
-                   remat=m.get("remat", "none"),
+                   remat=m.get("remat", "none"), position=_position(m.get("position", "learned"), m),
                    # .get: configs saved before these fields existed keep their (default) behaviour.
                    gelu_approximate=m.get("gelu_approximate", False), layer_norm_eps=m.get("layer_norm_eps", 1e-5))
+
+
+POSITIONS = ("learned", "rope")
+
+
+def _position(name: str, m) -> str:
+  if name not in POSITIONS:
+    raise ConfigError(f"model.position={name!r} must be one of {POSITIONS}")
+  if name == "rope" and (m.width // m.num_heads) % 2:
+    raise ConfigError(f"model.position=rope rotates pairs of a head's {m.width // m.num_heads} dimensions; "
+                      "choose model.width / model.num_heads even")
+  return name
 
 
 def _attention(name: str) -> str:

@@ -21,6 +21,19 @@ def _layer_norm(config, name):
                       name=name)
 
 
+def rotary(x_BxTxHxQ, base: float = 10000.0):
+  """Rotary position embedding (RoFormer): each pair (x_i, x_{i+Q/2}) of a head turns by the angle
+  t * base^(-2i/Q) at position t, so a query-key product depends on the offset between their positions only."""
+  T, Q = x_BxTxHxQ.shape[1], x_BxTxHxQ.shape[3]
+  inv_freq_F = base ** (-jnp.arange(0, Q, 2, dtype=jnp.float32) / Q)
+  angle_TxF = jnp.arange(T, dtype=jnp.float32)[:, None] * inv_freq_F[None]
+  cos_1xTx1xF, sin_1xTx1xF = jnp.cos(angle_TxF)[None, :, None], jnp.sin(angle_TxF)[None, :, None]
+  a_BxTxHxF, b_BxTxHxF = jnp.split(x_BxTxHxQ.astype(jnp.float32), 2, axis=-1)
+  rotated = jnp.concatenate([a_BxTxHxF * cos_1xTx1xF - b_BxTxHxF * sin_1xTx1xF,
+                             b_BxTxHxF * cos_1xTx1xF + a_BxTxHxF * sin_1xTx1xF], axis=-1)
+  return rotated.astype(x_BxTxHxQ.dtype)
+
+
 class CausalSelfAttention(nn.Module):
   config: "GPTConfig"
 
@@ -31,6 +44,8 @@ class CausalSelfAttention(nn.Module):
     H, Q = c.num_heads, D // c.num_heads
     qkv_BxTx3xHxQ = _dense(3 * D, c, 0.02, "c_attn")(x_BxTxD).reshape(B, T, 3, H, Q)
     q_BxTxHxQ, k_BxTxHxQ, v_BxTxHxQ = (qkv_BxTx3xHxQ[:, :, i] for i in range(3))
+    if c.position == "rope":
+      q_BxTxHxQ, k_BxTxHxQ = rotary(q_BxTxHxQ), rotary(k_BxTxHxQ)
     if train and c.dropout > 0:
       # dot_product_attention has no dropout on the weights; write it out when it is needed.
       scores_BxHxTxT = jnp.einsum("bthq,bshq->bhts", q_BxTxHxQ, k_BxTxHxQ) / math.sqrt(Q)
@@ -81,8 +96,9 @@ class GPT(nn.Module):
     c = self.config
     self.wte = nn.Embed(c.vocab_size, c.width, embedding_init=nn.initializers.normal(0.02), dtype=c.dtype,
                         param_dtype=c.param_dtype)
-    self.wpe = nn.Embed(c.context, c.width, embedding_init=nn.initializers.normal(0.02), dtype=c.dtype,
-                        param_dtype=c.param_dtype)
+    if c.position == "learned":
+      self.wpe = nn.Embed(c.context, c.width, embedding_init=nn.initializers.normal(0.02), dtype=c.dtype,
+                          param_dtype=c.param_dtype)
     self.drop = nn.Dropout(c.dropout)
     block = Block if c.remat == "none" else nn.remat(Block, static_argnums=(2,), policy=_REMAT_POLICIES[c.remat])
     self.h = [block(c, name=f"h_{i}") for i in range(c.num_layers)]
@@ -93,7 +109,9 @@ class GPT(nn.Module):
   def features(self, tokens_BxT, train: bool = False):
     """The final hidden states [B, T, D], after ln_f: what heads for other tasks read."""
     T = tokens_BxT.shape[1]
-    x_BxTxD = self.wte(tokens_BxT) + self.wpe(jnp.arange(T))[None]
+    x_BxTxD = self.wte(tokens_BxT)
+    if self.config.position == "learned":
+      x_BxTxD = x_BxTxD + self.wpe(jnp.arange(T))[None]
     x_BxTxD = self.drop(x_BxTxD, deterministic=not train)
     for block in self.h:
       x_BxTxD = block(x_BxTxD, train)
