@@ -33,6 +33,9 @@ def get_config(variant=None):
   # name="text": >0 turns the text into a classification task: this many equal contiguous parts, non-overlapping
   # windows of model.context + 1 tokens labeled by their part, the last val_fraction of each part validating.
   c.data.text_segments = 0
+  # TFDS catalog text datasets: the feature holding the text (e.g. "sentence" for glue/sst2). With a "label"
+  # feature and objective="classification", each example is one row: its first model.context tokens, padded.
+  c.data.text_feature = "text"
   c.data.classes = ()  # Keep only these labels, renumbered 0..k-1 in this order, e.g. (5, 6, 7, 8, 9); () keeps all.
   # Image preprocessing, applied to each batch in order: "scale" (uint8 -> float in [0, 1]), "binarize" (>= 128 -> 1),
   # "sample_binarize" (1 with probability level/255: a fresh sample in training, one fixed sample per image in eval),

@@ -19,7 +19,7 @@ import os
 import jax
 import numpy as np
 
-from pretrain import checkpoint, optim, run_dir
+from pretrain import checkpoint, ledger, optim, run_dir
 from pretrain.errors import CheckpointError, ConfigError
 
 MODES = ("full", "linear_probe", "scratch")
@@ -126,14 +126,26 @@ def plan(config, saved_config, checkpoint_tree: dict, model_tree: dict, pretrain
   return {k: v for k, v in mapping.items() if v is not None}, problems
 
 
-def load_pretrained(config, model, tx, state, log=print):
+def check_vocabulary(workdir: str, vocabulary) -> None:
+  pretrained = (ledger.read(workdir) or {}).get("vocabulary")
+  if pretrained is None or vocabulary is None or pretrained == vocabulary:
+    return
+  show = lambda v: ", ".join(f"{k}={str(x)[:40]!r}" for k, x in v.items())
+  raise CheckpointError(f"{workdir} was pretrained on token ids meaning ({show(pretrained)}), but this run's data "
+                        f"gives ({show(vocabulary)}), so every token would mean another symbol; read both with "
+                        "the same --config.data.tokenizer (byte, or file with the same tokenizer_path)")
+
+
+def load_pretrained(config, model, tx, state, log=print, vocabulary=None):
   """`state` (fresh) with the pretrained run's parameters (and non-parameter collections such as BatchNorm
   statistics) in place of the fresh ones; the optimizer state is re-initialised for them and the step stays 0.
-  A scratch run returns `state` unchanged."""
+  A scratch run returns `state` unchanged. `vocabulary` (data.vocabulary of this run's dataset) must equal
+  the one the pretrained run recorded, if it recorded one."""
   init = config.init
   if mode(config) == "scratch":
     log(f"init: random ({'architecture of ' + init.workdir if init.workdir else 'scratch'})")
     return state
+  check_vocabulary(init.workdir, vocabulary)
   saved = run_dir.saved_config(init.workdir)
   directory = os.path.join(os.path.abspath(init.workdir), "checkpoints")
   step, saved_tree = checkpoint.saved_tree(directory, init.step or None)

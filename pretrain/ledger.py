@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from pretrain import cli, configlib, metrics
+from pretrain import cli, configlib, data, metrics
 
 FILENAME = "run.json"
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets", "numpy")
@@ -53,6 +53,7 @@ def start(run) -> None:
       "code": code_version(),
       "packages": package_versions(),
       "hardware": hardware(devices_used=run.strategy.num_devices),
+      "vocabulary": data.vocabulary(run.dataset),
       "attempt": previous.get("attempt", 0) + 1,
       "started": _now(),
       "started_unix": time.time(),

@@ -19,13 +19,13 @@ def _weights(batch, tokens_BxT):
   return w
 
 
-def apply(model, variables, inputs, *, train, rng):
+def apply(model, variables, inputs, *, train, rng, **kwargs):
   """Runs the model; in training, also returns its updated non-parameter collections (e.g. batch_stats)."""
   mutable = [k for k in variables if k != "params"] if train else []
   rngs = {"dropout": rng} if rng is not None else {}
   if mutable:
-    return model.apply(variables, inputs, train=train, rngs=rngs, mutable=mutable)
-  return model.apply(variables, inputs, train=train, rngs=rngs), {}
+    return model.apply(variables, inputs, train=train, rngs=rngs, mutable=mutable, **kwargs)
+  return model.apply(variables, inputs, train=train, rngs=rngs, **kwargs), {}
 
 
 def next_token(model, variables, batch, *, train, rng):
@@ -45,7 +45,9 @@ def classifier_inputs(batch):
 
 def classification(model, variables, batch, *, train, rng):
   """log p(y | x): the label given the whole input; counts are examples."""
-  logits_BxC, model_state = apply(model, variables, classifier_inputs(batch), train=train, rng=rng)
+  # Padded texts: pooling reads only their real tokens (the inputs are all columns but the last).
+  real = {"positions_mask": batch["token_mask"][:, :-1]} if "token_mask" in batch and "tokens" in batch else {}
+  logits_BxC, model_state = apply(model, variables, classifier_inputs(batch), train=train, rng=rng, **real)
   nll_B = optax.softmax_cross_entropy_with_integer_labels(logits_BxC, batch["label"])
   w_B = batch["mask"]
   hit_B = (jnp.argmax(logits_BxC, axis=-1) == batch["label"]).astype(jnp.float32)

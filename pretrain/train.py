@@ -105,7 +105,8 @@ def _train(config, workdir: str, preemption) -> dict:
     run.writer.console(f"resumed from {ckpt.directory}/{start}")
   else:
     start = 0
-    state = finetune.load_pretrained(config, run.model, run.tx, state, log=run.writer.console)
+    state = finetune.load_pretrained(config, run.model, run.tx, state, log=run.writer.console,
+                                     vocabulary=data.vocabulary(run.dataset))
   state = strategy.place(state)
   run.writer.truncate_after(start)
   run.writer.console(f"{num_params:,} parameters; {run.dataset.name}; {strategy.name} on "

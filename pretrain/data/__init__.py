@@ -54,6 +54,20 @@ def seq_len(dataset: Dataset, context: int) -> int:
   return length
 
 
+def vocabulary(dataset: Dataset) -> dict | None:
+  """What the token ids mean (None for images), recorded in run.json so that a fine-tuning run can check
+  that it reads its text the way its pretrained backbone did."""
+  if isinstance(dataset.train, Records) and "tokens" not in dataset.train.fields:
+    return None
+  if dataset.tokenizer is not None:
+    return {"ids": "tokenizer file", "digest": tokenizers.digest(dataset.tokenizer.path)}
+  if dataset.vocab is not None:
+    return {"ids": "characters", "characters": dataset.vocab}
+  if dataset.name.startswith(("markov", "random")):
+    return {"ids": dataset.name, "vocab_size": dataset.vocab_size}
+  return {"ids": "bytes"}
+
+
 def load(config) -> Dataset:
   """Prepares (once) and loads the dataset `config.data` names, both splits, into host memory; with
   data.labels_per_class, the train split keeps only that many labeled examples of each class."""
@@ -138,7 +152,7 @@ def _load(config) -> Dataset:
   if d.name in images.FORMATS:
     return _image_files(d, data_dir)
   builder = catalog.load_builder(d.name, data_dir)
-  return _from_catalog(d, builder)
+  return _from_catalog(config, builder)
 
 
 def _image_files(d, data_dir) -> Dataset:
@@ -233,26 +247,52 @@ def _records(builder, split, bos=None) -> Records:
   return Records(fields)
 
 
-def _from_catalog(d, builder) -> Dataset:
+def _from_catalog(config, builder) -> Dataset:
+  d = config.data
   features = builder.info.features
   if "image" in features:
     num_classes = features["label"].num_classes if "label" in features else 0
     return _image_dataset(d.name, d, builder, num_classes, {})
-  if "text" in features:
-    texts = [r["text"] for r in _read_all(_source(builder, d.train_split), d.train_split, builder)]
-    val_texts = [r["text"] for r in _read_all(_source(builder, d.val_split), d.val_split, builder)]
-    as_bytes = lambda ts: b"".join(t if isinstance(t, bytes) else str(t).encode() for t in ts)
-    train_b, val_b = as_bytes(texts), as_bytes(val_texts)
-    file_tokenizer, _ = _file_tokenizer(d)
-    if file_tokenizer is not None:
-      enc = lambda b: file_tokenizer.encode(b.decode("utf-8"))
-      return Dataset(d.name, TokenStream(enc(train_b)), TokenStream(enc(val_b)), vocab_size=file_tokenizer.vocab_size,
-                     tokenizer=file_tokenizer)
-    if d.tokenizer == "byte":
-      enc = lambda b: np.frombuffer(b, np.uint8).astype(np.int32)
-      return Dataset(d.name, TokenStream(enc(train_b)), TokenStream(enc(val_b)), vocab_size=256)
-    vocab = "".join(sorted(set(train_b.decode()) | set(val_b.decode())))
+  text_key = d.get("text_feature", "text")
+  if text_key not in features:
+    raise DataError(f"TFDS dataset {d.name!r} has features {sorted(features)} and no {text_key!r}; set "
+                    "--config.data.text_feature to the one holding the text (or use an 'image' dataset)")
+  as_bytes = lambda t: t if isinstance(t, bytes) else str(t).encode()
+  rows = [_read_all(_source(builder, s), s, builder) for s in (d.train_split, d.val_split)]
+  texts = [[as_bytes(r[text_key]) for r in split_rows] for split_rows in rows]
+  for split, split_texts in zip((d.train_split, d.val_split), texts):
+    if not split_texts:
+      raise DataError(f"split {split!r} of TFDS dataset {d.name!r} is empty; set --config.data.train_split/val_split")
+  file_tokenizer, _ = _file_tokenizer(d)
+  vocab = None
+  if file_tokenizer is not None:
+    encode, vocab_size = lambda b: file_tokenizer.encode(b.decode("utf-8")), file_tokenizer.vocab_size
+  elif d.tokenizer == "byte":
+    encode, vocab_size = lambda b: np.frombuffer(b, np.uint8).astype(np.int32), 256
+  else:
+    vocab = "".join(sorted(set().union(*(set(t.decode()) for split in texts for t in split))))
     index = {c: i for i, c in enumerate(vocab)}
-    enc = lambda b: np.array([index[c] for c in b.decode()], np.int32)
-    return Dataset(d.name, TokenStream(enc(train_b)), TokenStream(enc(val_b)), vocab_size=len(vocab), vocab=vocab)
-  raise DataError(f"TFDS dataset {d.name!r} has features {sorted(features)}; this loader reads 'text' and 'image' datasets")
+    encode, vocab_size = lambda b: np.array([index[c] for c in b.decode()], np.int32), len(vocab)
+  common = dict(vocab_size=vocab_size, vocab=vocab, tokenizer=file_tokenizer)
+  if config.get("objective") == "classification" and "label" in features:
+    if config.model.family == "bert":
+      raise ConfigError(f"{d.name} is padded to its longest text and model.family=bert attends in both "
+                        "directions, so padding would change its features; use model.family=gpt or lstm")
+    encoded = [[encode(t) for t in split] for split in texts]
+    length = min(config.model.context, max(len(t) for split in encoded for t in split))
+    splits = [labeled_texts(e, [r["label"] for r in split_rows], length) for e, split_rows in zip(encoded, rows)]
+    return Dataset(d.name, *splits, num_classes=features["label"].num_classes, **common)
+  streams = [TokenStream(encode(b"".join(split))) for split in texts]
+  return Dataset(d.name, *streams, **common)
+
+
+def labeled_texts(token_lists, labels, length: int) -> Records:
+  """One row of length + 1 per text: its first `length` tokens, then padding that token_mask marks 0. The
+  extra column keeps the layout of next-token rows, whose inputs are all columns but the last."""
+  tokens = np.zeros((len(token_lists), length + 1), np.int32)
+  token_mask = np.zeros(tokens.shape, np.float32)
+  for i, t in enumerate(token_lists):
+    t = t[:length]
+    tokens[i, :len(t)] = t
+    token_mask[i, :len(t)] = 1
+  return Records({"tokens": tokens, "token_mask": token_mask, "label": np.asarray(labels, np.int32)})

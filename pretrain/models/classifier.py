@@ -12,15 +12,22 @@ import jax.numpy as jnp
 POOLINGS = ("mean", "last", "first")
 
 
-def pool(features, pooling: str):
-  """[B, ..., D] -> [B, D]: positions (or pixels) are flattened in order, then averaged or one is taken."""
+def pool(features, pooling: str, positions_mask=None):
+  """[B, ..., D] -> [B, D]: positions (or pixels) are flattened in order, then averaged or one is taken.
+  positions_mask [B, N] (1 for real positions, 0 for padding after them) restricts both to the real ones."""
   if features.ndim == 2:
     return features
   x_BxNxD = features.reshape(features.shape[0], -1, features.shape[-1])
   if pooling == "mean":
-    return jnp.mean(x_BxNxD, axis=1)
+    if positions_mask is None:
+      return jnp.mean(x_BxNxD, axis=1)
+    m_BxN = positions_mask.astype(x_BxNxD.dtype)
+    return jnp.sum(x_BxNxD * m_BxN[..., None], axis=1) / jnp.maximum(jnp.sum(m_BxN, axis=1), 1)[:, None]
   if pooling == "last":
-    return x_BxNxD[:, -1]
+    if positions_mask is None:
+      return x_BxNxD[:, -1]
+    last_B = jnp.maximum(jnp.sum(positions_mask, axis=1).astype(jnp.int32) - 1, 0)
+    return jnp.take_along_axis(x_BxNxD, last_B[:, None, None], axis=1)[:, 0]
   if pooling == "first":
     return x_BxNxD[:, 0]
   raise ValueError(f"unknown pooling {pooling!r}; known: {POOLINGS}")
@@ -33,8 +40,8 @@ class Classifier(nn.Module):
   pooling: str = "mean"
 
   @nn.compact
-  def __call__(self, inputs, train: bool = False):
-    pooled_BxD = pool(self.backbone.features(inputs, train), self.pooling)
+  def __call__(self, inputs, train: bool = False, positions_mask=None):
+    pooled_BxD = pool(self.backbone.features(inputs, train), self.pooling, positions_mask)
     # A zero head starts every example at the uniform prediction (loss log C), whatever the features' scale.
     head = nn.Dense(self.num_classes, name="head", kernel_init=nn.initializers.zeros)
     return head(pooled_BxD.astype(jnp.float32)).astype(jnp.float32)
