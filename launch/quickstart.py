@@ -1,5 +1,5 @@
 """`make quickstart`: pretrain a small GPT on the embedded Markov dataset, compare its validation bits/token
-with the exact entropy of the sources, then fine-tune it to tell the sources apart from 8 labels per class,
+with the exact entropy of the sources and the best possible model's score, then fine-tune it to tell the sources apart from 8 labels per class,
 against the same model trained from scratch and a linear probe (3 seeds each).
 
   python -m launch.quickstart --workdir runs/quickstart
@@ -20,10 +20,13 @@ def main(argv):
   from pretrain import train
   config = cli.load_config("configs/quickstart.py", cli.OVERRIDES)
   final = train.train(config, FLAGS.workdir)
-  entropy = final["entropy_bits_per_token"]
-  pretraining = (f"quickstart: validation {final['bits_per_token']:.4f} bits/token; the sources' entropy is "
-                 f"{entropy:.4f} bits/token (+{final['bits_above_entropy']:.4f}, "
-                 f"{100 * final['bits_above_entropy'] / entropy:.1f}% above the best possible model)")
+  bits, entropy = final["bits_per_token"], final["entropy_bits_per_token"]
+  pretraining = (f"quickstart: validation {bits:.4f} bits/token; the sources' entropy rate (a sequence's entropy "
+                 f"given its source) is {entropy:.4f} bits/token ({100 * (bits / entropy - 1):+.1f}%)")
+  if "best_bits_per_token" in final:
+    best = final["best_bits_per_token"]
+    pretraining += (f"; the best possible model, which must infer the source from the sequence, scores {best:.4f} "
+                    f"({100 * (bits / best - 1):+.1f}%)")
   print(f"\n{pretraining}\n", flush=True)
   root = FLAGS.workdir.rstrip("/") + "_finetune"
   table = finetune_sweep.run_and_report(config_spec="configs/quickstart_finetune.py", pretrained=FLAGS.workdir,

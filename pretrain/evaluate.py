@@ -93,10 +93,9 @@ def evaluate(workdir: str, given, at_step: int | None = None, overrides=()) -> d
   out = metrics.summarize_eval(jax.device_get(sums))
   out["bits_per_token_sem"] = out["loss_sem"] / math.log(2)
   out["perplexity_sem"] = out["perplexity"] * out["loss_sem"]  # Delta method: d exp(x) = exp(x) dx.
-  meta = run.dataset.metadata
-  if "entropy_bits_per_token" in meta:
-    out["entropy_bits_per_token"] = meta["entropy_bits_per_token"]
-    out["bits_above_entropy"] = out["bits_per_token"] - meta["entropy_bits_per_token"]
+  if config.objective == "next_token":
+    whole = len(sums) == data.num_eval_batches(run.dataset.val, batch_size=config.eval.batch_size, seq_len=seq_len)
+    out = metrics.against_references(out, run.dataset.metadata, whole_split=whole)
   out["data"] = run.dataset.name
   writer = metrics.MetricWriter(workdir)
   writer.write(run.step, "evaluate", out)

@@ -25,6 +25,28 @@ def summarize_eval(per_batch: list[dict]) -> dict:
   return out
 
 
+def against_references(out: dict, metadata: dict, *, whole_split: bool) -> dict:
+  """`out` (next-token eval metrics) with the distances to the dataset's reference scores where it has them
+  (the Markov dataset): the entropy given the source, which only a model told the source can reach, and
+  the best possible model's score, which holds for the whole validation split only."""
+  references = [("entropy_bits_per_token", "bits_above_entropy")]
+  if whole_split:
+    references.append(("best_bits_per_token", "bits_above_best"))
+  for reference, gap in references:
+    if reference in metadata:
+      out[reference] = metadata[reference]
+      out[gap] = out["bits_per_token"] - metadata[reference]
+  return out
+
+
+def describe_references(out: dict) -> str:
+  """The console's summary of against_references, e.g. ' | entropy 0.9950 (+0.0418) | best 1.0211 (+0.0157)'."""
+  parts = [(f" | {name} {out[reference]:.4f} (+{out[gap]:.4f})") for name, reference, gap in (
+      ("entropy", "entropy_bits_per_token", "bits_above_entropy"), ("best", "best_bits_per_token", "bits_above_best"))
+      if reference in out]
+  return "".join(parts)
+
+
 class MetricWriter:
   """Only the writing process (process 0) writes; the others call it as a no-op."""
 

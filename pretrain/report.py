@@ -30,7 +30,8 @@ FLAGS = flags.FLAGS
 
 # (metric, column title): a column appears when some run has the metric.
 COLUMNS = (("val.loss", "val loss (nats/token)"), ("val.bits_per_token", "val bits/token"),
-           ("val.bits_above_entropy", "bits/token above entropy"), ("val.accuracy", "val accuracy"),
+           ("val.bits_above_entropy", "bits/token above entropy"), ("val.bits_above_best", "bits/token above best"),
+           ("val.accuracy", "val accuracy"),
            ("train.loss", "train loss"), ("wall_s", "wall time (s)"))
 
 

@@ -64,10 +64,10 @@ class Run:
         return None
       sums.append(eval_fn(state, self.strategy.batch(b)))
     out = metrics.summarize_eval(self.strategy.fetch(sums))
-    meta = self.dataset.metadata
-    if "entropy_bits_per_token" in meta and self.config.objective == "next_token":
-      out["entropy_bits_per_token"] = meta["entropy_bits_per_token"]
-      out["bits_above_entropy"] = out["bits_per_token"] - meta["entropy_bits_per_token"]
+    if self.config.objective == "next_token":
+      whole = len(sums) == data.num_eval_batches(self.dataset.val, batch_size=e.batch_size or self.config.train.batch_size,
+                                                 seq_len=self.seq_len)
+      out = metrics.against_references(out, self.dataset.metadata, whole_split=whole)
     return out
 
 
@@ -179,8 +179,7 @@ def _train(config, workdir: str, preemption) -> dict:
         if final is None:
           stop_here(done)
         run.writer.write(done, "val", final)
-        extra = (f" | entropy {final['entropy_bits_per_token']:.4f} (+{final['bits_above_entropy']:.4f})"
-                 if "entropy_bits_per_token" in final else "")
+        extra = metrics.describe_references(final)
         extra += f" | accuracy {final['accuracy']:.4f}" if "accuracy" in final else ""
         run.writer.console(f"step {done:>6} | val loss {final['loss']:.4f} ± {final['loss_sem']:.4f} | "
                            f"{final['bits_per_token']:.4f} bits/token{extra}")

@@ -59,6 +59,22 @@ def test_markov_metadata_entropy_matches_monte_carlo():
   assert abs(empirical - exact) < 0.02 * exact
 
 
+def test_best_possible_score_is_the_mixture_likelihood():
+  """The posterior predictive, multiplied out, is the mixture (1/K) sum_k p_k(x): computed here directly.
+  It is never worse than knowing the source by more than log2(K) bits per sequence."""
+  sources = markov.make_sources(num_sources=5, vocab_size=8, branching=2, seed=3)
+  seq_len = 12
+  x, k = markov.sample(sources, 500, seq_len, seed=4)
+  log_p_KxN = np.log(sources.stationary_KxV[:, x[:, 0]])
+  log_p_KxN += np.log(sources.transitions_KxVxV[:, x[:, :-1], x[:, 1:]]).sum(-1)
+  mixture_bits_N = -(np.logaddexp.reduce(log_p_KxN, axis=0) - np.log(5)) / np.log(2)
+  best = markov.best_bits_per_token(sources, x)
+  assert best == pytest.approx(mixture_bits_N.mean() / seq_len, rel=1e-9)
+  true_source_bits_N = -log_p_KxN[k, np.arange(len(k))] / np.log(2)
+  assert (mixture_bits_N <= true_source_bits_N + np.log2(5) + 1e-9).all()
+  assert true_source_bits_N.mean() / seq_len < best
+
+
 def test_markov_dataset_labels_bos_and_metadata():
   ds = data.load(tiny_config())
   m = tiny_config().data.markov
@@ -68,6 +84,9 @@ def test_markov_dataset_labels_bos_and_metadata():
   assert set(np.unique(ds.train.fields["label"])) <= set(range(m.num_sources))
   assert 0 < ds.metadata["entropy_bits_per_token"] < np.log2(m.vocab_size)
   assert ds.metadata["source_id_bound_bits_per_token"] == pytest.approx(np.log2(m.num_sources) / m.seq_len)
+  sources = markov.make_sources(m.num_sources, m.vocab_size, m.branching, m.seed)
+  val_tokens = ds.val.fields["tokens"][:, 1:]  # Without the BOS.
+  assert ds.metadata["best_bits_per_token"] == pytest.approx(markov.best_bits_per_token(sources, val_tokens))
 
 
 @pytest.mark.parametrize("kind", ["stream", "records"])

@@ -139,10 +139,12 @@ def text_fingerprint(path: str) -> str:
 class MarkovSequences(tfds.core.GeneratorBasedBuilder):
   """Sequences from K seeded sparse Markov sources; `label` is the source id (for fine-tuning).
 
-  Metadata holds the exact bits/token of a sequence given its source and the most that not knowing the
-  source can add, so a run can report its distance from the best possible model.
+  Metadata holds the exact bits/token of a sequence given its source, the most that not knowing the
+  source can add, and the score of the best possible model on the validation split, so a run can report
+  its distance from it.
   """
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.1.0": "best_bits_per_token: the exact posterior predictive's score on the validation split."}
 
   def __init__(self, *, num_sources, vocab_size, branching, seq_len, num_train, num_val, seed, **kwargs):
     self._params = dict(num_sources=num_sources, vocab_size=vocab_size, branching=branching,
@@ -163,15 +165,16 @@ class MarkovSequences(tfds.core.GeneratorBasedBuilder):
     del dl_manager
     p = self._params
     sources = markov.make_sources(p["num_sources"], p["vocab_size"], p["branching"], p["seed"])
+    train = markov.sample(sources, p["num_train"], p["seq_len"], p["seed"] + 1)
+    val = markov.sample(sources, p["num_val"], p["seq_len"], p["seed"] + 2)
     self.info.metadata.update(
         entropy_bits_per_token=markov.sequence_entropy_bits_per_token(sources, p["seq_len"]),
         source_id_bound_bits_per_token=markov.source_id_bound_bits_per_token(p["num_sources"], p["seq_len"]),
+        best_bits_per_token=markov.best_bits_per_token(sources, val[0]),
         entropy_rate_bits=markov.entropy_rates_bits(sources).tolist(),
         **p)
-    return {"train": self._generate_examples(sources, p["num_train"], p["seed"] + 1),
-            "validation": self._generate_examples(sources, p["num_val"], p["seed"] + 2)}
+    return {"train": self._generate_examples(*train), "validation": self._generate_examples(*val)}
 
-  def _generate_examples(self, sources, n, seed):
-    tokens, labels = markov.sample(sources, n, self._params["seq_len"], seed)
-    for i in range(n):
+  def _generate_examples(self, tokens, labels):
+    for i in range(len(tokens)):
       yield i, {"tokens": tokens[i], "label": labels[i]}

@@ -65,6 +65,27 @@ def source_id_bound_bits_per_token(num_sources: int, seq_len: int) -> float:
   return float(np.log2(num_sources) / seq_len)
 
 
+def best_bits_per_token(sources: MarkovSources, x_NxL: np.ndarray) -> float:
+  """The bits/token of the best possible model on these sequences: the exact posterior predictive
+  p(x_t | x_<t) = sum_k p(k | x_<t) P_k[x_t-1, x_t], which knows the sources but not which one emitted a
+  sequence. Above the entropy given the source by what identifying the source costs (at most log2(K)/L)."""
+  n, length = x_NxL.shape
+  k = sources.transitions_KxVxV.shape[0]
+  log_posterior_NxK = np.full((n, k), -np.log(k))
+  total_bits = 0.0
+  with np.errstate(divide="ignore"):
+    for t in range(length):
+      if t == 0:
+        likelihood_NxK = sources.stationary_KxV[:, x_NxL[:, 0]].T
+      else:
+        likelihood_NxK = sources.transitions_KxVxV[:, x_NxL[:, t - 1], x_NxL[:, t]].T
+      posterior_NxK = np.exp(log_posterior_NxK - log_posterior_NxK.max(axis=1, keepdims=True))
+      posterior_NxK /= posterior_NxK.sum(axis=1, keepdims=True)
+      total_bits -= np.log2(np.sum(posterior_NxK * likelihood_NxK, axis=1)).sum()
+      log_posterior_NxK = log_posterior_NxK + np.log(likelihood_NxK)
+  return float(total_bits / (n * length))
+
+
 def sample(sources: MarkovSources, num_sequences: int, seq_len: int, seed: int):
   """Returns (tokens NxL int32, source ids N int64), a pure function of the seed."""
   rng = np.random.default_rng(seed)
