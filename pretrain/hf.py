@@ -77,8 +77,8 @@ def model_section(hf: dict) -> dict:
   dropouts = {hf.get(k, 0.1) for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
   return dict(family="gpt", vocab_size=hf.get("vocab_size", 50257), context=hf.get("n_positions", 1024),
               num_layers=hf.get("n_layer", 12), num_heads=heads, width=width, mlp_ratio=inner // width,
-              bias=True, position="learned", tie_embeddings=hf.get("tie_word_embeddings", True), gelu_approximate=_GELU_APPROXIMATE[act],
-              layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+              bias=True, position="learned", tie_embeddings=hf.get("tie_word_embeddings", True),
+              gelu_approximate=_GELU_APPROXIMATE[act], layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
               dropout=hf.get("resid_pdrop", 0.1) if len(dropouts) > 1 else dropouts.pop())
 
 

@@ -56,8 +56,9 @@ class Run:
   def evaluate(self, eval_fn, state, stop=lambda: False) -> dict | None:
     """Metrics over the validation split, or None when `stop()` turns true between batches."""
     e = self.config.eval
+    batch_size = e.batch_size or self.config.train.batch_size
     sums = []
-    for b in data.eval_batches(self.dataset.val, batch_size=e.batch_size or self.config.train.batch_size,
+    for b in data.eval_batches(self.dataset.val, batch_size=batch_size,
                                seq_len=self.seq_len, max_batches=e.batches, process_index=self.process_index,
                                process_count=self.process_count):
       if stop():
@@ -65,8 +66,7 @@ class Run:
       sums.append(eval_fn(state, self.strategy.batch(b)))
     out = metrics.summarize_eval(self.strategy.fetch(sums))
     if self.config.objective == "next_token":
-      whole = len(sums) == data.num_eval_batches(self.dataset.val, batch_size=e.batch_size or self.config.train.batch_size,
-                                                 seq_len=self.seq_len)
+      whole = len(sums) == data.num_eval_batches(self.dataset.val, batch_size=batch_size, seq_len=self.seq_len)
       out = metrics.against_references(out, self.dataset.metadata, whole_split=whole)
     return out
 
