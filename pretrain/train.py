@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from pretrain import (checkpoint, configlib, data, finetune, guards, ledger, metrics, models, objectives, optim, parallel,
-                      step, tree)
+                      step)
 from pretrain.errors import ConfigError, Preempted, PretrainError
 
 
@@ -98,7 +98,7 @@ def _train(config, workdir: str, preemption) -> dict:
   position_params = int(np.prod(family_params["wpe"]["embedding"].shape)) if "wpe" in family_params else 0
   flops_per_token = models.flops_per_token(config, num_params, position_params, run.model,
                                            step.variables(state.params, state.model_state), run.example_inputs)
-  param_names = [tree.path_name(p) for p, _ in jax.tree_util.tree_leaves_with_path(state.params)]
+  param_names = optim.param_names(state.params)
   start, restored = ckpt.restore_latest_good(strategy.abstract(state), warn=run.writer.console)
   if start is not None:
     state = restored
