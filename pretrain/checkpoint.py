@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from pretrain.errors import CheckpointError
-from pretrain.tree import path_name
+from pretrain import tree
 
 
 class Checkpointer:
@@ -54,9 +54,7 @@ class Checkpointer:
 
   def _check_fits(self, step: int, abstract_state) -> None:
     """A complete checkpoint of another model is the user's mistake, not corruption: say what differs."""
-    saved = {path_name(p): tuple(getattr(x, "shape", ()) or ()) for p, x in
-             jax.tree_util.tree_leaves_with_path(self.manager.item_metadata(step))}
-    wanted = {path_name(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(abstract_state)}
+    saved, wanted = tree.shapes(self.manager.item_metadata(step)), tree.shapes(abstract_state)
     problems = [f"{k}: missing" for k in sorted(set(wanted) - set(saved))]
     problems += [f"{k}: unexpected" for k in sorted(set(saved) - set(wanted))]
     problems += [f"{k}: {saved[k]} vs {wanted[k]}" for k in sorted(set(saved) & set(wanted)) if saved[k] != wanted[k]]
@@ -126,9 +124,9 @@ def saved_tree(directory: str, step: int | None = None):
     manager.close()
     raise CheckpointError(f"{directory} has no checkpoint {'yet' if step is None else step} (steps: {sorted(steps)}); "
                           "train the run first or pick one of those steps with --config.init.step")
-  tree = manager.item_metadata(chosen).tree
+  metadata = manager.item_metadata(chosen).tree
   manager.close()
-  return chosen, tree
+  return chosen, metadata
 
 
 def restore_subtree(directory: str, step: int, target):

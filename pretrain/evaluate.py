@@ -19,7 +19,7 @@ import jax
 import ml_collections
 from absl import flags
 
-from pretrain import checkpoint, cli, configlib, data, metrics, models, objectives, run_dir, step
+from pretrain import checkpoint, cli, configlib, data, metrics, models, objectives, run_dir, step, tree
 from pretrain.errors import CheckpointError, ConfigError
 
 FLAGS = flags.FLAGS
@@ -68,9 +68,7 @@ def check_fits(config, dataset, workdir: str, at_step: int) -> None:
   want = jax.eval_shape(lambda: model.init(jax.random.key(0), inputs, train=False))
   _, have = checkpoint.saved_tree(os.path.join(os.path.abspath(workdir), "checkpoints"), at_step)
   have = {"params": have["params"], **(have.get("model_state") or {})}
-  shapes = lambda tree: {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape)
-                         for path, leaf in jax.tree_util.tree_flatten_with_path(dict(tree))[0]}
-  want, have = shapes(want), shapes(have)
+  want, have = tree.shapes(dict(want)), tree.shapes(have)
   problems = [f"{name}: checkpoint {have.get(name, 'missing')}, model {want.get(name, 'missing')}"
               for name in sorted(set(want) | set(have)) if want.get(name) != have.get(name)]
   if problems:
