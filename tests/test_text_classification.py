@@ -106,5 +106,6 @@ def test_pretrain_on_the_stream_then_classify_and_vocabulary_check(reviews_dir, 
 
   with pytest.raises(CheckpointError, match="tokenizer"):  # Characters: ids mean other symbols than bytes.
     train.train(reviews_config(reviews_dir, **{**finetune, "data.tokenizer": "char"}), str(tmp_path / "ft_char"))
+  bert = reviews_config(reviews_dir, objective="classification", **{"model.family": "bert"})
   with pytest.raises(ConfigError, match="bert"):
-    data.load(reviews_config(reviews_dir, objective="classification", **{"model.family": "bert"}))
+    models.build(bert, data.load(bert))

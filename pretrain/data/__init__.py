@@ -275,9 +275,6 @@ def _from_catalog(config, builder) -> Dataset:
     encode, vocab_size = lambda b: np.array([index[c] for c in b.decode()], np.int32), len(vocab)
   common = dict(vocab_size=vocab_size, vocab=vocab, tokenizer=file_tokenizer)
   if config.get("objective") == "classification" and "label" in features:
-    if config.model.family == "bert":
-      raise ConfigError(f"{d.name} is padded to its longest text and model.family=bert attends in both "
-                        "directions, so padding would change its features; use model.family=gpt or lstm")
     encoded = [[encode(t) for t in split] for split in texts]
     length = min(config.model.context, max(len(t) for split in encoded for t in split))
     splits = [labeled_texts(e, [r["label"] for r in split_rows], length) for e, split_rows in zip(encoded, rows)]

@@ -83,6 +83,10 @@ def build(config, dataset):
   if not hasattr(backbone, "features"):
     raise ConfigError(f"model.family={config.model.family!r} has no features() method, so it cannot carry a "
                       "classification head; use a family that has one")
+  if config.model.family == "bert" and "token_mask" in getattr(dataset.train, "fields", {}):
+    # Pooling skips padding, but a bidirectional encoder would still attend to it.
+    raise ConfigError(f"{dataset.name} holds padded texts and model.family=bert attends in both directions, so "
+                      "padding would change its features; use model.family=gpt or lstm")
   if config.model.head.pooling not in classifier.POOLINGS:
     raise ConfigError(f"model.head.pooling={config.model.head.pooling!r} is not one of {classifier.POOLINGS}")
   num_classes = config.model.head.num_classes or dataset.num_classes
