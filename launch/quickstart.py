@@ -1,6 +1,7 @@
 """`make quickstart`: pretrain a small GPT on the embedded Markov dataset, compare its validation bits/token
-with the exact entropy of the sources and the best possible model's score, then fine-tune it to tell the sources apart from 8 labels per class,
-against the same model trained from scratch and a linear probe (3 seeds each).
+with the exact entropy of the sources and the best possible model's score, then fine-tune it to tell the
+sources apart from 8 labels per class, against the same model trained from scratch and a linear probe
+(3 seeds each).
 
   python -m launch.quickstart --workdir runs/quickstart
 
