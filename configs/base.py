@@ -16,7 +16,10 @@ def get_config(variant=None):
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "markov"  # "markov" (embedded), "text" (your files), "idx"/"npz" (your images), or a TFDS catalog name.
-  c.data.path = placeholder(str)  # File or directory: text for name="text"; IDX files (MNIST format, gzip'd or not) for "idx"; .npz arrays for "npz".
+  # File or directory. name="text": a text file (one document), a folder of text files (one document each), or
+  # .jsonl / .jsonl.gz / .jsonl.zst / .parquet files or folders (one document per record or row); "idx": IDX files
+  # (MNIST format, gzip'd or not); "npz": .npz arrays.
+  c.data.path = placeholder(str)
   c.data.tokenizer = "char"  # "char" (sorted unique characters), "byte" (256 symbols) or "file" (data.tokenizer_path).
   c.data.tokenizer_path = placeholder(str)  # tokenizer="file": a Hugging Face tokenizer.json, or a directory with one or with GPT-2's vocab.json + merges.txt.
   c.data.val_fraction = 0.1  # Last fraction of the text held out for validation (nanoGPT: 0.1).
@@ -33,9 +36,10 @@ def get_config(variant=None):
   # name="text": >0 turns the text into a classification task: this many equal contiguous parts, non-overlapping
   # windows of model.context + 1 tokens labeled by their part, the last val_fraction of each part validating.
   c.data.text_segments = 0
-  # TFDS catalog text datasets: the feature holding the text (e.g. "sentence" for glue/sst2). With a "label"
-  # feature and objective="classification", each example is one row: its first model.context tokens, padded.
-  c.data.text_feature = "text"
+  # Where a record keeps its text: the JSON field of .jsonl, the Parquet column, or the TFDS feature of a catalog
+  # dataset (e.g. "sentence" for glue/sst2; with a "label" feature and objective="classification", each example is
+  # one row: its first model.context tokens, padded).
+  c.data.text_field = "text"
   c.data.classes = ()  # Keep only these labels, renumbered 0..k-1 in this order, e.g. (5, 6, 7, 8, 9); () keeps all.
   # Image preprocessing, applied to each batch in order: "scale" (uint8 -> float in [0, 1]), "binarize" (>= 128 -> 1),
   # "sample_binarize" (1 with probability level/255: a fresh sample in training, one fixed sample per image in eval),
@@ -98,6 +102,7 @@ def get_config(variant=None):
   c.train.eval_every = 250  # Steps between evaluations (and one at the end).
   c.train.checkpoint_every = 250  # Steps between checkpoints (and one at the end).
   c.train.keep_checkpoints = 3  # Newest checkpoints kept on disk.
+  c.train.prefetch = 2  # Host batches built ahead by a background thread while the device computes; 0: none.
   c.train.donate = True  # Donate the train state to the jitted step, so its buffers are updated in place.
   c.train.async_checkpoints = True  # Write checkpoints in the background while training continues.
   c.train.allow_config_change = False  # Resume a workdir whose saved model/data/objective config differs.

@@ -131,6 +131,8 @@ def validate(config, *, num_devices: int) -> None:
   for key, value in positive.items():
     if value <= 0:
       raise ConfigError(f"--config.{key}={value} must be positive")
+  if t.prefetch < 0:
+    raise ConfigError(f"--config.train.prefetch={t.prefetch} must be >= 0 (0 builds batches in the loop)")
   if m.width % m.num_heads:
     raise ConfigError(f"model.num_heads={m.num_heads} does not divide model.width={m.width}; "
                       f"pick heads among {[h for h in range(1, m.width + 1) if m.width % h == 0][:12]}")

@@ -65,6 +65,10 @@ def resolve_config(config):
       for key, value in saved.model.items():
         if key not in _RUN_SETTINGS and key in config.model:
           config.model[key] = tuple(value) if isinstance(value, list) else value
+    # A vocabulary the backbone took from its data keeps its size: fine-tuning data may lack its end-of-text id.
+    pretrained_vocabulary = (ledger.read(init.workdir) or {}).get("vocabulary") or {}
+    if not config.model.vocab_size and pretrained_vocabulary.get("vocab_size"):
+      config.model.vocab_size = int(pretrained_vocabulary["vocab_size"])
   config.init.mode = chosen
   if chosen == "linear_probe" and f"^{BACKBONE}" not in config.optim.freeze:
     config.optim.freeze = (*config.optim.freeze, f"^{BACKBONE}")
@@ -127,13 +131,23 @@ def plan(config, saved_config, checkpoint_tree: dict, model_tree: dict, pretrain
 
 
 def check_vocabulary(workdir: str, vocabulary) -> None:
+  """This run's token ids must mean what they meant in pretraining: the same bytes, characters or tokenizer
+  file, and an end-of-text id (if this data has one) that the pretrained model had too."""
   pretrained = (ledger.read(workdir) or {}).get("vocabulary")
-  if pretrained is None or vocabulary is None or pretrained == vocabulary:
+  if pretrained is None or vocabulary is None:
     return
-  show = lambda v: ", ".join(f"{k}={str(x)[:40]!r}" for k, x in v.items())
-  raise CheckpointError(f"{workdir} was pretrained on token ids meaning ({show(pretrained)}), but this run's data "
-                        f"gives ({show(vocabulary)}), so every token would mean another symbol; read both with "
-                        "the same --config.data.tokenizer (byte, or file with the same tokenizer_path)")
+  symbols = lambda v: {k: x for k, x in v.items() if k not in ("end_of_text", "vocab_size")}
+  show = lambda v: ", ".join(f"{k}={str(x)[:40]!r}" for k, x in symbols(v).items())
+  if symbols(pretrained) != symbols(vocabulary):
+    raise CheckpointError(f"{workdir} was pretrained on token ids meaning ({show(pretrained)}), but this run's data "
+                          f"gives ({show(vocabulary)}), so every token would mean another symbol; read both with "
+                          "the same --config.data.tokenizer (byte, or file with the same tokenizer_path)")
+  end = vocabulary.get("end_of_text")
+  if end is not None and pretrained.get("end_of_text") != end:
+    had = pretrained.get("end_of_text")
+    raise CheckpointError(f"this run's data ends each document with the end-of-text id {end}, which {workdir}'s model "
+                          f"{'never saw' if had is None else f'has as {had}'}; fine-tune on one text file (no "
+                          "end-of-text), or pretrain on documents too")
 
 
 def load_pretrained(config, model, tx, state, log=print, vocabulary=None):

@@ -257,7 +257,7 @@ def export_hf(workdir: str, hf_dir: str, at_step: int | None = None) -> None:
     tokenizer = tokenizers.FileTokenizer(config.data.tokenizer_path)
     for f in tokenizer.files:
       shutil.copy(f, os.path.join(hf_dir, os.path.basename(f)))
-    end = tokenizer.token_id(tokenizers.GPT2_END_OF_TEXT)
+    end = tokenizer.token_id(tokenizers.END_OF_TEXT)
     hf["bos_token_id"] = hf["eos_token_id"] = end
   with open(os.path.join(hf_dir, "config.json"), "w") as f:
     json.dump(hf, f, indent=2)

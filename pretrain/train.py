@@ -53,14 +53,23 @@ class Run:
                              process_count=self.process_count) for i in range(k)]
     return {key: np.stack([r[key] for r in rows]) for key in rows[0]}
 
+  def train_batches(self, first_step: int):
+    """Host batches of every jitted call from `first_step` on, built ahead of the device (train.prefetch)."""
+    k = self.config.train.steps_per_call
+    return data.prefetched(lambda s: self.batches(s, k), range(first_step, self.config.train.steps, k),
+                           self.config.train.prefetch)
+
   def evaluate(self, eval_fn, state, stop=lambda: False) -> dict | None:
     """Metrics over the validation split, or None when `stop()` turns true between batches."""
     e = self.config.eval
     batch_size = e.batch_size or self.config.train.batch_size
+    kw = dict(batch_size=batch_size, seq_len=self.seq_len, max_batches=e.batches)
+    batches = data.prefetched(
+        lambda b: data.eval_batch(self.dataset.val, b, process_index=self.process_index,
+                                  process_count=self.process_count, **kw),
+        range(data.num_eval_batches(self.dataset.val, **kw)), self.config.train.prefetch)
     sums = []
-    for b in data.eval_batches(self.dataset.val, batch_size=batch_size,
-                               seq_len=self.seq_len, max_batches=e.batches, process_index=self.process_index,
-                               process_count=self.process_count):
+    for b in batches:
       if stop():
         return None
       sums.append(eval_fn(state, self.strategy.batch(b)))
@@ -133,8 +142,8 @@ def _train(config, workdir: str, preemption) -> dict:
     pending, window, timed_steps, timed_seconds, final = [], [], 0, 0.0, None
     pending_first = start
     tick = time.perf_counter()
-    for s in range(start, t.steps, k):
-      state, step_metrics = train_fn(state, strategy.batch(run.batches(s, k), steps_axis=True))
+    for s, host_batch in zip(range(start, t.steps, k), run.train_batches(start)):
+      state, step_metrics = train_fn(state, strategy.batch(host_batch, steps_axis=True))
       pending.append(step_metrics)
       done, timed_steps = s + k, timed_steps + k
       is_last = done == t.steps

@@ -33,6 +33,12 @@ def read_metrics(workdir, split=None):
   return [r for r in rows if split is None or r["split"] == split]
 
 
+def rows(split) -> dict:
+  """Every row of a (small) Records split, read at once."""
+  import numpy as np
+  return split.read(np.arange(len(split)))
+
+
 def tiny_config(**overrides):
   """The quickstart:tiny config as a ConfigDict, with dotted-key overrides."""
   from pretrain import configlib

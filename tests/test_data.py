@@ -6,7 +6,7 @@ import pytest
 from pretrain import data
 from pretrain.data import batching, markov
 from pretrain.errors import DataError
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, rows
 
 
 def _text_config(path, **kw):
@@ -21,18 +21,20 @@ def test_char_builder_vocab_and_contiguous_split(tmp_path):
   ds = data.load(_text_config(f))
   assert ds.vocab == "".join(sorted(set(text)))
   n_train = int(len(text) * 0.9)
-  assert ds.decode(ds.train.tokens) == text[:n_train]
-  assert ds.decode(ds.val.tokens) == text[n_train:]
+  assert ds.decode(ds.train.tokens[:]) == text[:n_train]
+  assert ds.decode(ds.val.tokens[:]) == text[n_train:]
 
 
 def test_byte_builder_and_directory_of_files(tmp_path):
+  """Each file of a folder is a document and ends with the end-of-text id (256 for bytes)."""
   (tmp_path / "a.txt").write_bytes("ça va\n".encode() * 40)
   (tmp_path / "b.txt").write_bytes(b"\x00\xff binary ok\n" * 40)
   ds = data.load(_text_config(tmp_path, **{"data.tokenizer": "byte", "data.val_fraction": 0.25}))
-  whole = np.concatenate([ds.train.tokens, ds.val.tokens])
-  expected = (tmp_path / "a.txt").read_bytes() + (tmp_path / "b.txt").read_bytes()
-  assert bytes(whole.astype(np.uint8).tolist()) == expected
-  assert ds.vocab_size == 256 and len(ds.val) == len(expected) - int(len(expected) * 0.75)
+  whole = np.concatenate([ds.train.tokens[:], ds.val.tokens[:]])
+  a, b = (list((tmp_path / f).read_bytes()) for f in ("a.txt", "b.txt"))
+  assert whole.tolist() == a + [256] + b + [256]
+  assert ds.vocab_size == 257 and len(ds.val) == len(whole) - int(len(whole) * 0.75)
+  assert ds.decode(whole).endswith("binary ok\n<|endoftext|>")
 
 
 def test_missing_empty_and_undecodable_text(tmp_path):
@@ -78,14 +80,14 @@ def test_best_possible_score_is_the_mixture_likelihood():
 def test_markov_dataset_labels_bos_and_metadata():
   ds = data.load(tiny_config())
   m = tiny_config().data.markov
-  assert ds.train.fields["tokens"].shape == (m.num_train, m.seq_len + 1)
-  assert (ds.train.fields["tokens"][:, 0] == m.vocab_size).all()  # BOS
+  assert rows(ds.train)["tokens"].shape == (m.num_train, m.seq_len + 1)
+  assert (rows(ds.train)["tokens"][:, 0] == m.vocab_size).all()  # BOS
   assert ds.vocab_size == m.vocab_size + 1 and ds.num_classes == m.num_sources
-  assert set(np.unique(ds.train.fields["label"])) <= set(range(m.num_sources))
+  assert set(np.unique(rows(ds.train)["label"])) <= set(range(m.num_sources))
   assert 0 < ds.metadata["entropy_bits_per_token"] < np.log2(m.vocab_size)
   assert ds.metadata["source_id_bound_bits_per_token"] == pytest.approx(np.log2(m.num_sources) / m.seq_len)
   sources = markov.make_sources(m.num_sources, m.vocab_size, m.branching, m.seed)
-  val_tokens = ds.val.fields["tokens"][:, 1:]  # Without the BOS.
+  val_tokens = rows(ds.val)["tokens"][:, 1:]  # Without the BOS.
   assert ds.metadata["best_bits_per_token"] == pytest.approx(markov.best_bits_per_token(sources, val_tokens))
 
 

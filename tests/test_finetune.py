@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, read_metrics, run_main, tiny_config
+from tests.conftest import ROOT, read_metrics, run_main, tiny_config, rows
 
 FINETUNE = ["--config", "configs/quickstart_finetune.py:tiny"]
 
@@ -153,10 +153,10 @@ def test_labeled_subset_is_balanced_nested_and_checked():
   from pretrain import data
   from pretrain.errors import ConfigError, DataError
   small = data.load(tiny_config(**{"data.labels_per_class": 4}))
-  labels = small.train.fields["label"]
+  labels = rows(small.train)["label"]
   assert np.bincount(labels, minlength=8).tolist() == [4] * 8
   larger = data.load(tiny_config(**{"data.labels_per_class": 8}))
-  as_rows = lambda d: {tuple(t) for t in d.train.fields["tokens"]}
+  as_rows = lambda d: {tuple(t) for t in rows(d.train)["tokens"]}
   assert as_rows(small) <= as_rows(larger)  # A larger budget keeps the smaller one's examples.
   assert as_rows(small) != as_rows(data.load(tiny_config(**{"data.labels_per_class": 4, "seed": 1})))
   with pytest.raises(DataError, match="has only"):

@@ -192,7 +192,7 @@ def test_file_tokenizers_match_transformers_and_are_part_of_the_dataset(corpus, 
     ds = data.load(_text_config(corpus["path"], path))
     assert ds.vocab_size == corpus["vocab_size"] == len(reference)
     assert ds.encode(sample).tolist() == reference(sample)["input_ids"]
-    assert ds.decode(np.concatenate([ds.train.tokens, ds.val.tokens])) == corpus["text"]
+    assert ds.decode(np.concatenate([ds.train.tokens[:], ds.val.tokens[:]])) == corpus["text"]
   with pytest.raises(ConfigError, match="data.tokenizer=file"):
     data.load(configlib.load(os.path.join(ROOT, "configs/shakespeare_char.py:cpu"), [("data.path", corpus["path"]),
                                                                   ("data.tokenizer_path", corpus["json"])]))

@@ -8,7 +8,7 @@ import pytest
 from pretrain import data
 from pretrain.data import images
 from pretrain.errors import ConfigError, DataError
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, rows
 
 
 def write_idx(path, array, compress=False):
@@ -46,35 +46,35 @@ def test_idx_plain_and_gzip_read_the_same_images_with_labels(tmp_path):
   x, y = write_mnist_like(tmp_path / "gz", compress=True)
   write_mnist_like(tmp_path / "plain", compress=False)
   a, b = data.load(image_config(tmp_path / "gz")), data.load(image_config(tmp_path / "plain"))
-  assert a.train.fields["image"].shape == (40, 20, 20, 1) and a.train.fields["image"].dtype == np.uint8
+  assert rows(a.train)["image"].shape == (40, 20, 20, 1) and rows(a.train)["image"].dtype == np.uint8
   assert len(a.val) == 10 and a.num_classes == 10 and a.vocab_size == 256
-  np.testing.assert_array_equal(a.train.fields["image"], b.train.fields["image"])
+  np.testing.assert_array_equal(rows(a.train)["image"], rows(b.train)["image"])
   # Every stored image is one of the originals, with its own label.
   index = {x[i].tobytes(): y[i] for i in range(len(x))}
-  for img, label in zip(a.train.fields["image"], a.train.fields["label"]):
+  for img, label in zip(rows(a.train)["image"], rows(a.train)["label"]):
     assert index[img[..., 0].tobytes()] == label
 
 
 def test_splits_are_a_seeded_partition(tmp_path):
   write_mnist_like(tmp_path / "d")
   cfg = lambda seed, val: image_config(tmp_path / "d", **{"data.split_seed": seed, "data.val_split": val})
-  train, fine, test = (data.load(cfg(0, v)).val.fields["image"] for v in ("train", "finetune", "test"))
+  train, fine, test = (rows(data.load(cfg(0, v)).val)["image"] for v in ("train", "finetune", "test"))
   assert (len(train), len(fine), len(test)) == (40, 10, 10)
   keys = [{im.tobytes() for im in s} for s in (train, fine, test)]
   assert len(keys[0] | keys[1] | keys[2]) == 60  # disjoint and complete
-  np.testing.assert_array_equal(data.load(cfg(0, "finetune")).val.fields["image"], fine)
-  assert {im.tobytes() for im in data.load(cfg(1, "finetune")).val.fields["image"]} != keys[1]
+  np.testing.assert_array_equal(rows(data.load(cfg(0, "finetune")).val)["image"], fine)
+  assert {im.tobytes() for im in rows(data.load(cfg(1, "finetune")).val)["image"]} != keys[1]
 
 
 def test_npz_with_keras_style_keys_and_unlabeled_arrays(tmp_path):
   x, y = fake_digits(60, 20)
   np.savez(tmp_path / "mnist.npz", x_train=x[:50], y_train=y[:50], x_test=x[50:], y_test=y[50:])
   ds = data.load(image_config(tmp_path / "mnist.npz", name="npz"))
-  assert ds.train.fields["image"].shape == (40, 20, 20, 1) and ds.num_classes == 10
+  assert rows(ds.train)["image"].shape == (40, 20, 20, 1) and ds.num_classes == 10
   (tmp_path / "u").mkdir()
   np.savez(tmp_path / "u" / "rgb.npz", images=np.zeros((60, 8, 8, 3), np.uint8))
   ds = data.load(image_config(tmp_path / "u", name="npz"))
-  assert ds.train.fields["image"].shape == (40, 8, 8, 3) and "label" not in ds.train.fields and ds.num_classes == 0
+  assert rows(ds.train)["image"].shape == (40, 8, 8, 3) and "label" not in ds.train.spec and ds.num_classes == 0
   with pytest.raises(DataError, match="needs labels"):
     data.load(image_config(tmp_path / "u", name="npz", **{"data.classes": "(0, 1)"}))
 
@@ -84,11 +84,11 @@ def test_classes_keep_and_renumber_labels(tmp_path):
   ds = data.load(image_config(tmp_path / "d", **{"data.classes": "(5, 6, 7, 8, 9)"}))
   assert ds.num_classes == 5
   for split in (ds.train, ds.val):
-    labels = split.fields["label"]
+    labels = rows(split)["label"]
     assert set(labels.tolist()) <= set(range(5)) and len(labels) > 0
     # The fake digits carry their label as the row of the bright block: label 5 + k sits at rows 2(5+k).
-    rows = [int(np.argmax(im[:, 0, 0] == 255)) for im in split.fields["image"]]
-    assert rows == [2 * (5 + int(k)) for k in labels]
+    bright = [int(np.argmax(im[:, 0, 0] == 255)) for im in rows(split)["image"]]
+    assert bright == [2 * (5 + int(k)) for k in labels]
 
 
 def test_missing_or_bad_files_give_one_line_errors(tmp_path):
@@ -144,11 +144,11 @@ def test_random_augmentation_is_a_pure_function_of_seed_and_step(tmp_path):
   assert batch(3).shape == (8, 20, 20, 1)
   assert not np.array_equal(batch(3), batch(3, seed=1))
   # Over a few batches, crops land away from the centre and some images are mirrored.
-  stored = {im.tobytes() for im in ds.train.fields["image"]}
+  stored = {im.tobytes() for im in rows(ds.train)["image"]}
   assert any(im.tobytes() not in stored for s in range(4) for im in batch(s))
   # Evaluation is deterministic: the centre crop of the padded image is the image, never flipped.
   ev = next(data.eval_batches(ds.val, batch_size=4, seq_len=1))["image"]
-  np.testing.assert_array_equal(ev, ds.val.fields["image"][:4])
+  np.testing.assert_array_equal(ev, rows(ds.val)["image"][:4])
 
 
 def test_catalog_image_dataset_by_name_and_fast_offline_error(tmp_path, monkeypatch):
@@ -177,7 +177,7 @@ def test_catalog_image_dataset_by_name_and_fast_offline_error(tmp_path, monkeypa
   tfds.builder("zoo_catalog_digits", data_dir=data_dir, file_format="array_record").download_and_prepare()
   ds = data.load(tiny_config(**{"data.name": "zoo_catalog_digits", "data.data_dir": data_dir,
                                 "data.val_split": "test", "data.preprocess": "('scale',)"}))
-  assert ds.num_classes == 10 and ds.train.fields["image"].shape == (20, 20, 20, 1) and len(ds.val) == 10
+  assert ds.num_classes == 10 and rows(ds.train)["image"].shape == (20, 20, 20, 1) and len(ds.val) == 10
   assert data.train_batch(ds.train, 0, seed=0, batch_size=4, seq_len=1)["image"].dtype == np.float32
 
   monkeypatch.setattr(catalog, "_reachable", lambda url: False)  # As on a machine without a network.

@@ -8,7 +8,7 @@ import pytest
 from pretrain import data, metrics, models, train
 from pretrain.errors import CheckpointError, ConfigError
 from pretrain.models import classifier
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, rows
 
 WORDS = ("good", "fine", "great")
 
@@ -56,7 +56,7 @@ def test_labeled_texts_become_padded_rows_and_unlabeled_use_a_stream(reviews_dir
   assert ds.num_classes == 2 and len(ds.train) == 400 and len(ds.val) == 80
   texts = {review(i)[0].encode(): review(i)[1] for i in range(400)}
   longest = max(len(t) for t in texts)
-  f = ds.train.fields
+  f = rows(ds.train)
   assert f["tokens"].shape == (400, longest + 1)  # The longest text, plus the column next-token rows have.
   seen = set()
   for row, mask, label in zip(f["tokens"], f["token_mask"], f["label"]):
@@ -68,12 +68,14 @@ def test_labeled_texts_become_padded_rows_and_unlabeled_use_a_stream(reviews_dir
   assert len(seen) == len(texts)
 
   short = data.load(reviews_config(reviews_dir, objective="classification", **{"model.context": 8}))
-  lengths = sorted(short.train.fields["token_mask"].sum(axis=1).astype(int))
-  assert short.train.fields["tokens"].shape == (400, 9) and lengths == sorted(min(len(review(i)[0]), 8) for i in range(400))
+  lengths = sorted(rows(short.train)["token_mask"].sum(axis=1).astype(int))
+  assert rows(short.train)["tokens"].shape == (400, 9) and lengths == sorted(min(len(review(i)[0]), 8) for i in range(400))
 
-  stream = data.load(reviews_config(reviews_dir))  # next_token: the texts, concatenated.
+  stream = data.load(reviews_config(reviews_dir))  # next_token: the texts, each ended by end-of-text (256).
   assert isinstance(stream.train, data.TokenStream)
-  assert len(stream.train) == sum(len(review(i)[0].encode()) for i in range(400))
+  assert len(stream.train) == sum(len(review(i)[0].encode()) + 1 for i in range(400))
+  ids = stream.train.tokens[:]
+  assert (ids == 256).sum() == 400 and ids[-1] == 256 and stream.vocab_size == 257
 
 
 @pytest.mark.parametrize("pooling", ["mean", "last"])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pretrain import data, run_dir, train
-from tests.conftest import read_metrics, run_main, tiny_config
+from tests.conftest import read_metrics, run_main, tiny_config, rows
 from tests.test_images import write_mnist_like
 
 TINY_RUN = {"train.steps": 4, "train.batch_size": 8, "train.log_every": 2, "train.eval_every": 4,
@@ -65,11 +65,11 @@ def test_lstm_pretrains_then_fine_tunes_on_labels(tmp_path):
 def test_text_segments_are_labeled_windows():
   tokens = np.arange(1000, dtype=np.int32)
   train_split, val_split = data.segment_windows(tokens, 4, 10, 0.2)
-  assert train_split.fields["tokens"].shape == (80, 10) and val_split.fields["tokens"].shape == (20, 10)
+  assert rows(train_split)["tokens"].shape == (80, 10) and rows(val_split)["tokens"].shape == (20, 10)
   for split in (train_split, val_split):
-    t, y = split.fields["tokens"], split.fields["label"]
+    t, y = rows(split)["tokens"], rows(split)["label"]
     assert (t[:, 0] // 250 == y).all() and (np.diff(t, axis=1) == 1).all()  # a part's own contiguous windows
-  assert val_split.fields["tokens"][:5, 0].tolist() == [200, 210, 220, 230, 240]  # each part's last fifth
+  assert rows(val_split)["tokens"][:5, 0].tolist() == [200, 210, 220, 230, 240]  # each part's last fifth
 
 
 def test_bert_masked_lm_then_sequence_classification(tmp_path):

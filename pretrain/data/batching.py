@@ -9,31 +9,152 @@ A batch is a dict of numpy arrays with a leading batch axis:
   mask        float32 [B]   1 for real examples, 0 for padding rows of the last eval batch
 """
 import dataclasses
+import functools
 from typing import Callable
 
 import numpy as np
 
+from pretrain.errors import DataError
+
 
 @dataclasses.dataclass(frozen=True)
 class TokenStream:
-  """One long token sequence (text): training reads random windows, evaluation consecutive ones."""
-  tokens: np.ndarray  # int32 [N]
+  """One long token sequence (text): training reads random windows, evaluation consecutive ones.
+
+  `tokens` is anything that slices into ids: an array, or a prepared dataset's stored stream
+  (pretrain/data/store.py), which reads only the records a window overlaps."""
+  tokens: object
 
   def __len__(self):
     return len(self.tokens)
 
 
-@dataclasses.dataclass(frozen=True)
-class Records:
-  """Fixed-shape examples (sequences, images) with optional labels."""
-  fields: dict  # name -> array with leading axis N
-  # (batch, rngs) -> batch, applied to every batch (image preprocessing). rngs holds one generator per
-  # training row, keyed by (seed, position in the stream), so random augmentation resumes exactly; None
-  # in evaluation.
-  transform: Callable | None = None
+class Arrays:
+  """Rows held in memory: {name: array with leading axis N}."""
+
+  def __init__(self, fields: dict):
+    self.fields = fields
 
   def __len__(self):
     return len(next(iter(self.fields.values())))
+
+  def read(self, index) -> dict:
+    return {k: v[index] for k, v in self.fields.items()}
+
+
+class Rows:
+  """Rows of a TFDS data source (array_record: random access), decoded per batch; only `keys` kept."""
+
+  def __init__(self, source, keys=None, where: str = "the dataset"):
+    self.source, self.keys, self.where = source, keys, where
+
+  def __len__(self):
+    return len(self.source)
+
+  def read(self, index) -> dict:
+    try:
+      rows = self.source.__getitems__([int(i) for i in index])
+    except Exception as e:  # array_record and TFDS raise their own types for damaged files.
+      raise DataError(f"{self.where} is damaged ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                      "delete that folder to prepare it again") from None
+    if not rows:
+      return {}
+    return {k: _stack([r[k] for r in rows]) for k in (self.keys or rows[0]) if k in rows[0]}
+
+
+def _stack(values) -> np.ndarray:
+  if isinstance(values[0], (bytes, str)):  # Texts: an object array, not one padded to the longest.
+    out = np.empty(len(values), object)
+    out[:] = values
+    return out
+  return np.stack(values)
+
+
+class Mapped:
+  """Rows of `source` passed through fn(batch) -> batch (relabelling, a BOS column, tokenizing)."""
+
+  def __init__(self, source, fn: Callable):
+    self.source, self.fn = source, fn
+
+  def __len__(self):
+    return len(self.source)
+
+  def read(self, index) -> dict:
+    return self.fn(self.source.read(index))
+
+
+class Windows:
+  """Rows that are windows tokens[start:start + length] of a stream, each with a label."""
+
+  def __init__(self, tokens, starts, labels, length: int):
+    self.tokens, self.starts, self.labels, self.length = tokens, np.asarray(starts), np.asarray(labels), length
+
+  def __len__(self):
+    return len(self.starts)
+
+  def read(self, index) -> dict:
+    index = np.asarray(index)
+    rows = [self.tokens[int(s):int(s) + self.length] for s in self.starts[index]]
+    return {"tokens": np.stack(rows).astype(np.int32) if rows else np.zeros((0, self.length), np.int32),
+            "label": self.labels[index].astype(np.int32)}
+
+
+class Joined:
+  """Streams one after another, sliced as one (a text's train and validation parts, for text_segments)."""
+
+  def __init__(self, *parts):
+    self.parts, self.starts = parts, np.cumsum([0, *map(len, parts)])
+
+  def __len__(self):
+    return int(self.starts[-1])
+
+  def __getitem__(self, key: slice):
+    start, stop, _ = key.indices(len(self))
+    out = [p[max(start - a, 0):max(min(stop - a, len(p)), 0)] for p, a in zip(self.parts, self.starts)]
+    return np.concatenate([np.asarray(o, np.int32) for o in out])
+
+
+class Records:
+  """Fixed-shape examples (sequences, images) with optional labels, read by index, a batch at a time.
+
+  `source`: a dict of arrays, or anything with len() and read(index) -> dict (Arrays, Rows, Mapped,
+  Windows); `index` keeps a subset of its rows, in that order; `transform` is applied to every batch.
+  """
+
+  def __init__(self, source, transform: Callable | None = None, index=None):
+    self.source = Arrays(source) if isinstance(source, dict) else source
+    # (batch, rngs) -> batch, applied to every batch (image preprocessing). rngs holds one generator per
+    # training row, keyed by (seed, position in the stream), so random augmentation resumes exactly; None
+    # in evaluation.
+    self.transform = transform
+    self.index = None if index is None else np.asarray(index, np.int64)
+
+  def __len__(self):
+    return len(self.source) if self.index is None else len(self.index)
+
+  def read(self, positions) -> dict:
+    """The rows at `positions` (of this subset), untransformed."""
+    positions = np.asarray(positions, np.int64)
+    return self.source.read(positions if self.index is None else self.index[positions])
+
+  @functools.cached_property
+  def spec(self) -> dict:
+    """{field: (shape of one row, dtype)}, from the first row."""
+    if not len(self):
+      raise DataError("the dataset has no examples")
+    return {k: (v.shape[1:], v.dtype) for k, v in self.read([0]).items()}
+
+  def column(self, name: str, batch: int = 4096) -> np.ndarray:
+    """One field of every row, read a batch at a time (labels, for choosing subsets)."""
+    return np.concatenate([self.read(np.arange(a, min(a + batch, len(self))))[name] for a in range(0, len(self), batch)])
+
+  def subset(self, positions) -> "Records":
+    positions = np.asarray(positions, np.int64)
+    return Records(self.source, self.transform, positions if self.index is None else self.index[positions])
+
+  def mapped(self, fn: Callable) -> "Records":
+    """The same rows (and subset) with fn applied to every batch read."""
+    return Records(Mapped(self.source, fn), self.transform, self.index)
 
 
 def _rows(global_batch: int, process_index: int, process_count: int) -> slice:
@@ -48,7 +169,7 @@ def train_batch(split, step: int, *, seed: int, batch_size: int, seq_len: int,
   rng = np.random.default_rng([seed, step])
   if isinstance(split, TokenStream):
     starts = rng.integers(0, len(split) - seq_len - 1, size=batch_size, endpoint=True)[rows]
-    tokens = np.stack([split.tokens[s:s + seq_len + 1] for s in starts])
+    tokens = np.stack([split.tokens[s:s + seq_len + 1] for s in starts]).astype(np.int32)
     return {"tokens": tokens, "token_mask": np.ones(tokens.shape, np.float32),
             "mask": np.ones(len(tokens), np.float32)}
   # Records: epochs of permutations, each permutation a pure function of (seed, epoch).
@@ -59,50 +180,69 @@ def train_batch(split, step: int, *, seed: int, batch_size: int, seq_len: int,
     perm = np.random.default_rng([seed, int(epoch), 1]).permutation(n)
     where = positions // n == epoch
     index[where] = perm[positions[where] % n]
-  batch = {k: v[index] for k, v in split.fields.items()}
+  batch = split.read(index)
   if split.transform is not None:
     batch = split.transform(batch, [np.random.default_rng([seed, int(p), 2]) for p in positions])
   batch["mask"] = np.ones(len(index), np.float32)
   return batch
 
 
+def _eval_items(split, seq_len: int) -> int:
+  """Evaluated items: consecutive windows of seq_len + 1 tokens overlapping by one, or records."""
+  return -(-(len(split) - 1) // seq_len) if isinstance(split, TokenStream) else len(split)
+
+
 def num_eval_batches(split, *, batch_size: int, seq_len: int, max_batches: int = 0) -> int:
-  n_items = -(-(len(split) - 1) // seq_len) if isinstance(split, TokenStream) else len(split)
-  full = -(-n_items // batch_size)
+  full = -(-_eval_items(split, seq_len) // batch_size)
   return min(full, max_batches) if max_batches else full
 
 
-def eval_batches(split, *, batch_size: int, seq_len: int, max_batches: int = 0,
-                 process_index: int = 0, process_count: int = 1):
-  """Yields fixed-shape batches covering the split once; padding rows and tokens carry mask 0.
+def eval_batch(split, b: int, *, batch_size: int, seq_len: int, max_batches: int = 0,
+               process_index: int = 0, process_count: int = 1) -> dict:
+  """The process's rows of eval batch `b` (of num_eval_batches); padding rows and tokens carry mask 0.
 
   With `max_batches`, the evaluated windows (or records) are spread evenly over the split rather than
   taken from its start, so a partial evaluation still sees all of it.
   """
-  if isinstance(split, TokenStream):
-    starts = np.arange(0, len(split) - 1, seq_len)
-  else:
-    starts = np.arange(len(split))
+  n_items = _eval_items(split, seq_len)
   total = num_eval_batches(split, batch_size=batch_size, seq_len=seq_len, max_batches=max_batches)
-  if max_batches and total * batch_size < len(starts):
-    starts = starts[np.linspace(0, len(starts) - 1, total * batch_size).round().astype(int)]
-  rows = _rows(batch_size, process_index, process_count)
-  for b in range(total):
-    chunk = starts[b * batch_size:(b + 1) * batch_size]
-    valid = np.zeros(batch_size, np.float32)
-    valid[:len(chunk)] = 1
-    chunk = np.pad(chunk, (0, batch_size - len(chunk)))
-    if isinstance(split, TokenStream):
-      tokens = np.zeros((batch_size, seq_len + 1), np.int32)
-      token_mask = np.zeros((batch_size, seq_len + 1), np.float32)
-      for i, s in enumerate(chunk):
-        window = split.tokens[s:s + seq_len + 1]
-        tokens[i, :len(window)] = window
-        token_mask[i, :len(window)] = valid[i]
-      batch = {"tokens": tokens, "token_mask": token_mask}
-    else:
-      batch = {k: v[chunk] for k, v in split.fields.items()}
-      if split.transform is not None:
-        batch = split.transform(batch, None)
-    batch["mask"] = valid
-    yield {k: v[rows] for k, v in batch.items()}
+  positions = np.arange(b * batch_size, (b + 1) * batch_size)[_rows(batch_size, process_index, process_count)]
+  if max_batches and total * batch_size < n_items:
+    items, valid = np.linspace(0, n_items - 1, total * batch_size).round().astype(np.int64)[positions], None
+  else:
+    items, valid = np.where(positions < n_items, positions, 0), positions < n_items
+  mask = np.ones(len(items), np.float32) if valid is None else valid.astype(np.float32)
+  if isinstance(split, TokenStream):
+    tokens = np.zeros((len(items), seq_len + 1), np.int32)
+    token_mask = np.zeros((len(items), seq_len + 1), np.float32)
+    for i, item in enumerate(items):
+      window = split.tokens[int(item) * seq_len:int(item) * seq_len + seq_len + 1]
+      tokens[i, :len(window)] = window
+      token_mask[i, :len(window)] = mask[i]
+    batch = {"tokens": tokens, "token_mask": token_mask}
+  else:
+    batch = split.read(items)
+    if split.transform is not None:
+      batch = split.transform(batch, None)
+  batch["mask"] = mask
+  return batch
+
+
+def eval_batches(split, *, batch_size: int, seq_len: int, max_batches: int = 0,
+                 process_index: int = 0, process_count: int = 1):
+  """Yields eval_batch(b) for every b: the split once."""
+  kw = dict(batch_size=batch_size, seq_len=seq_len, max_batches=max_batches, process_index=process_index,
+            process_count=process_count)
+  for b in range(num_eval_batches(split, batch_size=batch_size, seq_len=seq_len, max_batches=max_batches)):
+    yield eval_batch(split, b, **kw)
+
+
+def prefetched(make: Callable, keys, ahead: int):
+  """make(key) for each key, in order; with ahead > 0 a background thread (grain's) builds up to `ahead`
+  results before they are asked for, so host batches are built while the device computes. Each result is a
+  pure function of its key, so prefetching changes nothing but the time."""
+  if not ahead:
+    return map(make, keys)
+  import grain  # Imported here: only a loop that prefetches needs it.
+  pipeline = grain.MapDataset.source(keys).map(make)
+  return iter(pipeline.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=ahead)))

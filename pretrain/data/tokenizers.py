@@ -1,8 +1,17 @@
-"""Tokenizers read from local files: a Hugging Face `tokenizers` JSON, or GPT-2's vocab.json + merges.txt.
+"""Text to token ids and back: bytes, characters, or a tokenizer read from local files.
 
-`data.tokenizer="file"` with `data.tokenizer_path` pointing at a tokenizer.json, or at a directory that holds
-one (or holds vocab.json and merges.txt, as a published GPT-2 does), lets a pretrained model be fine-tuned
-on new text with its own vocabulary. Nothing is downloaded.
+`data.tokenizer`: "byte" (ids 0-255), "char" (the corpus's sorted unique characters, found by a streamed
+first pass) or "file" (`data.tokenizer_path`: a Hugging Face tokenizer.json, or a directory that holds one
+or GPT-2's vocab.json + merges.txt, so a pretrained model can be fine-tuned on new text with its own
+vocabulary; nothing is downloaded).
+
+A corpus of several documents ends each with an end-of-text id, as GPT-2 does: 256 for bytes, the id after
+the last character for chars, the file's own <|endoftext|> where it has one (else the id after its
+vocabulary). It decodes as "<|endoftext|>".
+
+Every tokenizer encodes a list of pieces at once (`encode_pieces`: the file tokenizer's batch encoding runs
+on its own threads) and describes itself as a plain dict (`describe`), which prepared datasets store and
+run.json records so that a fine-tuning run can check that its ids mean what its backbone's meant.
 """
 import hashlib
 import os
@@ -11,9 +20,11 @@ import numpy as np
 
 from pretrain.errors import DataError
 
+END_OF_TEXT = "<|endoftext|>"
+KINDS = ("char", "byte", "file")
+
 TOKENIZER_JSON = "tokenizer.json"
 GPT2_FILES = ("vocab.json", "merges.txt")
-GPT2_END_OF_TEXT = "<|endoftext|>"
 _CHUNK_CHARS = 1 << 20  # Text is encoded in pieces of about this many characters, cut at line starts.
 
 
@@ -44,10 +55,111 @@ def digest(path: str) -> str:
   return h.hexdigest()[:16]
 
 
-class FileTokenizer:
-  """encode(text) -> int32 ids and decode(ids) -> text, with the vocabulary of the files at `path`."""
+class _Tokenizer:
+  kind: str
+  binary = False  # Reads raw bytes rather than text.
+  end_of_text: int | None = None
+  vocab_size: int
 
-  def __init__(self, path: str):
+  def encode_pieces(self, pieces: list) -> list[np.ndarray]:
+    raise NotImplementedError
+
+  def encode(self, text: str) -> np.ndarray:
+    """The int32 ids of one text (cut into pieces where pre-tokenizers split, so the ids are the whole's)."""
+    pieces = [p.encode("utf-8") for p in _pieces(text)] if self.binary else _pieces(text)
+    ids = self.encode_pieces(pieces)
+    return np.concatenate(ids).astype(np.int32) if ids else np.zeros(0, np.int32)
+
+  def decode(self, ids) -> str:
+    raise NotImplementedError
+
+  def describe(self) -> dict:
+    raise NotImplementedError
+
+  @property
+  def dtype(self):
+    """The narrowest unsigned type that holds every id: how prepared datasets store them."""
+    return np.uint16 if self.vocab_size <= 1 << 16 else np.uint32
+
+
+class ByteTokenizer(_Tokenizer):
+  kind, binary = "byte", True
+
+  def __init__(self, end_of_text: bool = False):
+    self.end_of_text = 256 if end_of_text else None
+    self.vocab_size = 257 if end_of_text else 256
+
+  def encode_pieces(self, pieces):
+    return [np.frombuffer(p, np.uint8) for p in pieces]
+
+  def decode(self, ids) -> str:
+    out, run = [], bytearray()
+    for i in map(int, ids):
+      if i < 256:
+        run.append(i)
+      elif i == self.end_of_text:
+        out += [run.decode("utf-8", errors="replace"), END_OF_TEXT]
+        run = bytearray()
+    return "".join(out) + run.decode("utf-8", errors="replace")
+
+  def describe(self):
+    return {"ids": "bytes", "end_of_text": self.end_of_text}
+
+
+class CharTokenizer(_Tokenizer):
+  """Ids are positions in `chars`, the corpus's characters in code point order."""
+  kind = "char"
+
+  def __init__(self, chars: str, end_of_text: bool = False):
+    self.chars = chars
+    self._codes = np.frombuffer(chars.encode("utf-32-le"), np.uint32)
+    self._table = np.full(1 << 16, -1, np.int32)  # Code point -> id, for the basic plane.
+    basic = self._codes[self._codes < (1 << 16)]
+    self._table[basic] = np.arange(len(basic))
+    self.end_of_text = len(chars) if end_of_text else None
+    self.vocab_size = len(chars) + bool(end_of_text)
+
+  def encode_pieces(self, pieces):
+    out = []
+    for p in pieces:
+      codes = np.frombuffer(p.encode("utf-32-le"), np.uint32)
+      small = codes < len(self._table)
+      ids = self._table[np.where(small, codes, 0)]
+      if not small.all():  # Beyond the basic plane: look those up in the sorted codes.
+        at = np.minimum(np.searchsorted(self._codes, codes[~small]), len(self._codes) - 1)
+        ids[~small] = np.where(self._codes[at] == codes[~small], at, -1)
+      unknown = ids < 0
+      if unknown.any():
+        missing = "".join(sorted({chr(c) for c in codes[unknown]}))
+        raise DataError(f"characters {missing!r} are not in the dataset's vocabulary")
+      out.append(ids.astype(np.uint32))
+    return out
+
+  def decode(self, ids) -> str:
+    return "".join(self.chars[i] if i < len(self.chars) else END_OF_TEXT if i == self.end_of_text else ""
+                   for i in map(int, ids))
+
+  def describe(self):
+    return {"ids": "characters", "characters": self.chars, "end_of_text": self.end_of_text}
+
+
+def char_vocabulary(pieces) -> str:
+  """The sorted unique characters of a stream of text pieces, in memory bounded by one piece."""
+  seen, extra = np.zeros(1 << 16, bool), set()
+  for piece in pieces:
+    codes = np.frombuffer(piece.encode("utf-32-le"), np.uint32)
+    small = codes < (1 << 16)
+    seen[codes[small]] = True
+    if not small.all():
+      extra.update(np.unique(codes[~small]).tolist())
+  return "".join(map(chr, [*np.flatnonzero(seen).tolist(), *sorted(extra)]))
+
+
+class FileTokenizer(_Tokenizer):
+  """The vocabulary of the tokenizer files at `path`."""
+  kind = "file"
+
+  def __init__(self, path: str, end_of_text: bool = False):
     import tokenizers  # Imported here: only file tokenizers need it.
     self.path, self.files = path, files(path)
     try:
@@ -57,18 +169,44 @@ class FileTokenizer:
         self._tok = _gpt2_tokenizer(tokenizers, *self.files)
     except Exception as e:  # The Rust side raises its own exception types.
       raise DataError(f"cannot read the tokenizer in {path}: {str(e).splitlines()[0] if str(e) else e!r}") from None
-    self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+    self._size = self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+    own = self._tok.token_to_id(END_OF_TEXT)
+    if end_of_text:
+      self.end_of_text = own if own is not None else self._size
+      self.vocab_size = max(self._size, self.end_of_text + 1)
 
   def token_id(self, token: str) -> int | None:
     return self._tok.token_to_id(token)
 
-  def encode(self, text: str) -> np.ndarray:
-    pieces = _pieces(text)
-    ids = [np.asarray(e.ids, np.int32) for e in self._tok.encode_batch(pieces, add_special_tokens=False)]
-    return np.concatenate(ids) if ids else np.zeros(0, np.int32)
+  def encode_pieces(self, pieces):
+    # encode_batch_fast skips the character offsets, which a large batch would hold for every token.
+    encode = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
+    return [np.asarray(e.ids, np.uint32) for e in encode(pieces, add_special_tokens=False)]
 
   def decode(self, ids) -> str:
-    return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+    ids = [int(i) for i in ids]
+    if self.end_of_text is None or self.end_of_text < self._size:
+      return self._tok.decode(ids, skip_special_tokens=False)
+    runs, run = [], []  # Our own end-of-text id, which the file does not know.
+    for i in ids:
+      if i == self.end_of_text:
+        runs, run = [*runs, run], []
+      else:
+        run.append(i)
+    return END_OF_TEXT.join(self._tok.decode(r, skip_special_tokens=False) for r in [*runs, run])
+
+  def describe(self):
+    return {"ids": "tokenizer file", "digest": digest(self.path), "end_of_text": self.end_of_text}
+
+
+def make(kind: str, *, chars: str | None = None, path: str | None = None, end_of_text: bool = False) -> _Tokenizer:
+  if kind == "byte":
+    return ByteTokenizer(end_of_text)
+  if kind == "char":
+    return CharTokenizer(chars, end_of_text)
+  if kind == "file":
+    return FileTokenizer(path, end_of_text)
+  raise DataError(f"unknown tokenizer {kind!r}; use --config.data.tokenizer=char, byte or file")
 
 
 def _gpt2_tokenizer(tokenizers, vocab_json: str, merges_txt: str):
@@ -76,20 +214,28 @@ def _gpt2_tokenizer(tokenizers, vocab_json: str, merges_txt: str):
   tok = tokenizers.Tokenizer(tokenizers.models.BPE.from_file(vocab_json, merges_txt))
   tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = tokenizers.decoders.ByteLevel()
-  if tok.token_to_id(GPT2_END_OF_TEXT) is not None:
-    tok.add_special_tokens([GPT2_END_OF_TEXT])
+  if tok.token_to_id(END_OF_TEXT) is not None:
+    tok.add_special_tokens([END_OF_TEXT])
   return tok
 
 
 def _pieces(text: str) -> list[str]:
-  """Cuts long text before a line that starts with a non-space character, where GPT-2-style pre-tokenizers
-  split anyway, so encoding the pieces gives the ids of encoding the whole."""
+  """`text` cut into pieces of about _CHUNK_CHARS at pre-tokenizer split points (see safe_cut)."""
   pieces, start = [], 0
-  while len(text) - start > _CHUNK_CHARS:
-    cut = start + _CHUNK_CHARS
-    while cut < len(text) and not (text[cut - 1] == "\n" and not text[cut].isspace()):
-      cut = text.find("\n", cut) + 1 or len(text)
+  while len(text) - start > 2 * _CHUNK_CHARS:
+    cut = start + (safe_cut(text[start:start + 2 * _CHUNK_CHARS], _CHUNK_CHARS) or 2 * _CHUNK_CHARS)
     pieces.append(text[start:cut])
     start = cut
-  pieces.append(text[start:])
-  return [p for p in pieces if p]
+  return [p for p in [*pieces, text[start:]] if p]
+
+
+def safe_cut(text: str, near: int = 0) -> int | None:
+  """Where to end a piece of `text`: after the last lone newline past `near` (a non-space character on each
+  side), else before the last lone space past `near`; None if there is neither. GPT-2-style pre-tokenizers
+  split at both, so encoding the pieces gives the ids of encoding the whole."""
+  for sep, after in (("\n", 1), (" ", 0)):
+    cut = len(text) - 1
+    while (cut := text.rfind(sep, max(near, 1), cut)) >= 1:
+      if not text[cut - 1].isspace() and not text[cut + 1].isspace():
+        return cut + after
+  return None

@@ -83,7 +83,7 @@ def build(config, dataset):
   if not hasattr(backbone, "features"):
     raise ConfigError(f"model.family={config.model.family!r} has no features() method, so it cannot carry a "
                       "classification head; use a family that has one")
-  if config.model.family == "bert" and "token_mask" in getattr(dataset.train, "fields", {}):
+  if config.model.family == "bert" and "token_mask" in getattr(dataset.train, "spec", {}):
     # Pooling skips padding, but a bidirectional encoder would still attend to it.
     raise ConfigError(f"{dataset.name} holds padded texts and model.family=bert attends in both directions, so "
                       "padding would change its features; use model.family=gpt or lstm")
@@ -107,7 +107,7 @@ OBJECTIVE_FAMILIES = {"next_token": ("gpt", "lstm"), "masked_lm": ("bert",), "pi
 def build_backbone(config, dataset):
   """The family's own network, as pretraining uses it."""
   m, family = config.model, config.model.family
-  is_image = "image" in getattr(dataset.train, "fields", {})
+  is_image = "image" in getattr(dataset.train, "spec", {})
   if family in _IMAGE_FAMILIES and not is_image:
     raise ConfigError(f"model.family={family} reads images but dataset {dataset.name} has none; "
                       "set --config.data.name=idx, npz or an image TFDS dataset")
@@ -135,7 +135,7 @@ def build_backbone(config, dataset):
     return resnet.ResNet(tuple(m.stage_sizes), tuple(m.stage_widths))
   if family == "pixelcnn":
     return pixelcnn.PixelCNN(levels=dataset.vocab_size, width=m.width, num_layers=m.num_layers,
-                             channels=int(dataset.train.fields["image"].shape[-1]))
+                             channels=int(dataset.train.spec["image"][0][-1]))
   raise ConfigError(f"unknown model.family={family!r}; known: {', '.join(FAMILIES)}")
 
 
