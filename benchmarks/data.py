@@ -7,7 +7,8 @@ files; a JSON-lines file with a BPE tokenizer trained on a sample; Parquet shard
 each runs `python -m pretrain.prepare` and a 10-step `pretrain.main` on the prepared data (the
 shakespeare_char:cpu model), under /usr/bin/time for peak RSS and wall time, against the same two commands
 on tiny shakespeare itself. Last, the loader alone on one core: batches/s of `data.train_batch` at GPT-2
-124M shapes (12 x 1024 tokens per device) and at the :cpu shape, without and with the prefetch thread.
+124M shapes (12 x 1024 tokens per device) and at the :cpu shape, without and with the prefetch thread,
+after a warm-up pass.
 Prints a markdown table; the temporary corpora are removed at the end.
 """
 import argparse
@@ -89,20 +90,24 @@ def data_args(name, path, tmp):
   return [f"--config.data.path={path}", f"--config.data.tokenizer={'char' if 'char' in name else 'byte'}"]
 
 
-def loader_rate(config_args, batch_size, seq_len, prefetch, steps=300) -> float:
-  """Batches/s of the training batches alone, on one core."""
+def loader_rates(config_args, batch_size, seq_len, steps=500) -> tuple[float, float]:
+  """Batches/s of the training batches alone, on one core, after a warm-up pass (every shard's reader open,
+  the page cache as a long run has it): without and with the prefetch thread."""
   os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
   from pretrain import configlib, data
   config = configlib.load("configs/shakespeare_char.py:cpu", [tuple(a[len("--config."):].split("=", 1))
                                                               for a in config_args])
   split = data.load(config).train
   make = lambda s: data.train_batch(split, s, seed=0, batch_size=batch_size, seq_len=seq_len)
-  batches = data.prefetched(make, range(steps), prefetch)
-  next(batches)
-  start = time.perf_counter()
-  for _ in range(steps - 1):
+  rates = []
+  for ahead in (0, 0, 2):  # The first pass warms up.
+    batches = data.prefetched(make, range(steps), ahead)
     next(batches)
-  return (steps - 1) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for _ in range(steps - 1):
+      next(batches)
+    rates.append((steps - 1) / (time.perf_counter() - start))
+  return rates[1], rates[2]
 
 
 def main(argv=None):
@@ -143,7 +148,7 @@ def main(argv=None):
     print("| shape | no prefetch | prefetch thread |")
     print("|---|---|---|")
     for label, batch, seq in (("GPT-2 124M per device: 12 x 1024", 12, 1024), ("shakespeare_char:cpu: 12 x 64", 12, 64)):
-      plain, ahead = loader_rate(args, batch, seq, 0), loader_rate(args, batch, seq, 2)
+      plain, ahead = loader_rates(args, batch, seq)
       print(f"| {label} | {plain:,.0f} ({1e3 / plain:.2f} ms) | {ahead:,.0f} ({1e3 / ahead:.2f} ms) |")
   finally:
     shutil.rmtree(tmp, ignore_errors=True)

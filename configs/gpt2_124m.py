@@ -1,7 +1,9 @@
 """GPT-2 124M as nanoGPT's train_gpt2 trains it on OpenWebText.
 
-Command:   python -m pretrain.main --config configs/gpt2_124m.py --config.data.path DIR_OF_TEXT --workdir runs/gpt2
-           (8 GPUs: add --config.parallel.strategy=mesh --config.optim.accum_steps=5)
+Command:   python -m pretrain.main --config configs/gpt2_124m.py --config.data.path CORPUS --workdir runs/gpt2
+           (8 GPUs: add --config.parallel.strategy=mesh --config.optim.accum_steps=5). CORPUS: text files,
+           JSON lines or Parquet shards (OpenWebText, FineWeb); for many processes prepare it first with
+           `python -m pretrain.prepare` and the same --config flags.
 Hardware:  8x A100/H100 class GPUs for the full 600k steps (~4 days on 8 A100 in nanoGPT's report).
 Expected:  val loss ~2.85 on OpenWebText (nanoGPT); byte-level tokens here unless a GPT-2 tokenizer is given.
 Variants:

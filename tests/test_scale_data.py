@@ -80,7 +80,7 @@ def test_one_text_file_is_one_document_without_end_of_text(tmp_path):
   assert ds.train.tokens[:].dtype == np.int32 and ds.metadata["documents"] == 1
 
 
-def test_file_tokenizer_streams_long_documents_in_batches(tmp_path, monkeypatch):
+def test_file_tokenizer_streams_long_documents_in_batches(tmp_path, monkeypatch, capsys):
   """Pieces and batches far smaller than the documents give the ids of encoding each document whole."""
   from tokenizers import Tokenizer, models, pre_tokenizers, trainers
   rng = np.random.default_rng(0)
@@ -95,11 +95,14 @@ def test_file_tokenizer_streams_long_documents_in_batches(tmp_path, monkeypatch)
     (tmp_path / f"long{i}.txt").write_text(d)
   monkeypatch.setattr(sources, "BLOCK", 1000)
   monkeypatch.setattr(prepare, "BATCH_CHARS", 5000)
+  monkeypatch.setattr(prepare, "PROGRESS_S", 0.0)  # A progress line for every piece.
   eot = tok.token_to_id(tokenizers.END_OF_TEXT)
   for path, expected in ((tmp_path / "docs.jsonl", docs[:2]), (tmp_path / "long0.txt", docs[2:3])):
     ds = data.load(_config(path, **{"data.tokenizer": "file", "data.tokenizer_path": tmp_path / "tokenizer.json"}))
     whole = [tok.encode(d).ids + ([eot] if len(expected) > 1 else []) for d in expected]
     assert _ids(ds).tolist() == sum(whole, [])
+  progress = capsys.readouterr().err.splitlines()
+  assert any(" MB/s | " in line and "tokens/s" in line and "eta" in line for line in progress)
 
 
 def test_stored_stream_reads_only_the_records_a_window_needs(tmp_path, monkeypatch):
@@ -156,6 +159,18 @@ def test_bad_records_give_one_line_errors_naming_file_and_line(tmp_path):
   with pytest.raises(DataError, match="empty"):
     data.load(_config(tmp_path / "empty.jsonl", **{"data.tokenizer": "byte"}))
   assert not [f for f in os.listdir(os.environ["PRETRAIN_DATA_DIR"]) if ".partial-" in f]
+
+
+def test_damaged_prepared_shards_are_one_line_errors(tmp_path):
+  (tmp_path / "t.txt").write_text("some text to prepare\n" * 2000)
+  config = _config(tmp_path / "t.txt", **{"data.data_dir": tmp_path / "data"})
+  ds = data.load(config)
+  folder = next(p for p in (tmp_path / "data").iterdir() if p.is_dir())
+  shard = next(folder.glob("text-train.array_record-*"))
+  shard.write_bytes(shard.read_bytes()[:len(shard.read_bytes()) // 2])
+  with pytest.raises(DataError, match="delete that folder"):
+    data.load(config)
+  del ds
 
 
 def _prepare(path, *extra, **popen):
@@ -260,7 +275,7 @@ def test_two_processes_prepare_once_and_match_one_process(tmp_path, jsonl_corpus
   args = [*TEXT_RUN, f"--config.data.path={jsonl_corpus}", "--config.train.batch_size=8"]
   out = run_main("--processes", "2", "--devices-per-process", "1", "--", *args, "--workdir", tmp_path / "two",
                  module="launch.multiprocess", env=env, timeout=600)
-  assert out.stdout.count("prepared ") == 1
+  assert (out.stdout + out.stderr).count("prepared ") == 1
   run_main(*args, "--workdir", tmp_path / "one", "--config.parallel.strategy=mesh",
            env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
   a, b = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")

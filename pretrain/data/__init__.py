@@ -148,16 +148,16 @@ def _load(config) -> Dataset:
 # ------------------------------------------------------------------------------------------------ text
 
 
-def prepared_text(d, data_dir: str) -> str:
+def _prepare_text(d, data_dir: str) -> str:
   """The folder of the prepared dataset `d` (data.name=text) names, preparing it first if needed."""
   if not os.path.exists(d.path):
     raise DataError(f"data path {d.path!r} does not exist; set --config.data.path to a text, .jsonl or .parquet "
                     "file or a folder of them")
   path = os.path.realpath(d.path)
-  corpus = sources.Corpus(path, d.text_field, binary=d.tokenizer == "byte")
+  corpus = sources.Corpus(path, _text_field(d), binary=d.tokenizer == "byte")
   tokenizer_path = _tokenizer_path(d)
   spec = dict(path=path, fingerprint=sources.fingerprint(corpus.files), tokenizer=d.tokenizer,
-              tokenizer_digest=tokenizer_path and tokenizers.digest(tokenizer_path), text_field=d.text_field,
+              tokenizer_digest=tokenizer_path and tokenizers.digest(tokenizer_path), text_field=corpus.text_field,
               val_fraction=d.val_fraction, format=TEXT_FORMAT)
   folder = builders.folder_name("text", data_dir, spec)
   prepare.ensure(lambda: os.path.isdir(folder), lambda: prepare.text(
@@ -166,7 +166,7 @@ def prepared_text(d, data_dir: str) -> str:
 
 
 def _text_files(d, data_dir) -> Dataset:
-  folder = prepared_text(d, data_dir)
+  folder = _prepare_text(d, data_dir)
   return _open_text(f"text:{d.path}", folder, ("train", "validation"), _tokenizer_path(d))
 
 
@@ -179,17 +179,17 @@ def _open_text(name, folder, splits, tokenizer_path) -> Dataset:
   except Exception as e:
     raise DataError(f"cannot read the prepared dataset {folder} ({type(e).__name__}: {str(e).splitlines()[0]}); "
                     "delete that folder to prepare it again") from None
-  for s, stream in zip(splits, streams):
-    try:
-      stream.tokens[len(stream) - 1:]  # The last record: a truncated shard fails here, not mid-training.
-    except Exception as e:
-      raise DataError(f"split {s!r} of {folder} is damaged ({type(e).__name__}); delete that folder to prepare it "
-                      "again") from None
+  for stream in streams:
+    stream.tokens[len(stream) - 1:]  # The last record: a truncated shard fails here, not mid-training.
   tokenizer = tokenizers.make(meta["tokenizer"], chars=meta.get("vocab"), path=tokenizer_path,
                               end_of_text=meta.get("end_of_text") is not None)
   if tokenizer.end_of_text != meta.get("end_of_text") or tokenizer.vocab_size != meta["vocab_size"]:
     raise DataError(f"{folder} was prepared with another tokenizer; delete that folder to prepare it again")
   return Dataset(name, *streams, vocab_size=meta["vocab_size"], tokenizer=tokenizer, metadata=meta)
+
+
+def _text_field(d) -> str:
+  return d.get("text_field", "text")  # Configs saved before the field existed read "text".
 
 
 def _tokenizer_path(d) -> str | None:
@@ -285,18 +285,19 @@ def _from_catalog(config, builder, data_dir) -> Dataset:
   if "image" in features:
     num_classes = features["label"].num_classes if "label" in features else 0
     return _image_dataset(d.name, d, builder, num_classes, {})
-  if d.text_field not in features:
-    raise DataError(f"TFDS dataset {d.name!r} has features {sorted(features)} and no {d.text_field!r}; set "
+  field = _text_field(d)
+  if field not in features:
+    raise DataError(f"TFDS dataset {d.name!r} has features {sorted(features)} and no {field!r}; set "
                     "--config.data.text_field to the one holding the text (or use an 'image' dataset)")
   tokenizer_path = _tokenizer_path(d)
   names = (d.train_split, d.val_split)
-  rows = [_records(builder, s, keys=(d.text_field, "label")) for s in names]
-  if config.get("objective") == "classification" and "label" in features:
-    return _labeled_texts(d, rows, features["label"].num_classes, config.model.context, tokenizer_path)
-  corpora = {s: sources.TFDSCorpus(r, f"TFDS {d.name} {s}", d.text_field, binary=d.tokenizer == "byte")
+  rows = [_records(builder, s, keys=(field, "label")) for s in names]
+  corpora = {s: sources.TFDSCorpus(r, f"TFDS {d.name} {s}", field, binary=d.tokenizer == "byte")
              for s, r in zip(names, rows)}
+  if config.get("objective") == "classification" and "label" in features:
+    return _labeled_texts(d, corpora, features["label"].num_classes, config.model.context, tokenizer_path)
   spec = dict(catalog=d.name, version=str(builder.info.version), data_dir=str(builder.data_dir), splits=names,
-              text_field=d.text_field, tokenizer=d.tokenizer,
+              text_field=field, tokenizer=d.tokenizer,
               tokenizer_digest=tokenizer_path and tokenizers.digest(tokenizer_path), format=TEXT_FORMAT)
   folder = builders.folder_name("text", data_dir, spec)
   prepare.ensure(lambda: os.path.isdir(folder),
@@ -304,12 +305,12 @@ def _from_catalog(config, builder, data_dir) -> Dataset:
   return _open_text(d.name, folder, names, tokenizer_path)
 
 
-def _labeled_texts(d, rows, num_classes, context, tokenizer_path) -> Dataset:
+def _labeled_texts(d, corpora: dict, num_classes, context, tokenizer_path) -> Dataset:
   """One row of length + 1 per text: its first `length` tokens (length: the longest text, at most the
   context), then padding that token_mask marks 0. The extra column keeps the layout of next-token rows,
   whose inputs are all columns but the last. Texts are tokenized when a batch reads them; one pass at load
   finds the character vocabulary and the longest text."""
-  corpora = [sources.TFDSCorpus(r, f"TFDS {d.name}", d.text_field, binary=d.tokenizer == "byte") for r in rows]
+  corpora = list(corpora.values())
   chars = None
   if d.tokenizer == "char":
     chars = tokenizers.char_vocabulary(text for c in corpora for text, _ in c.pieces())
@@ -322,9 +323,9 @@ def _labeled_texts(d, rows, num_classes, context, tokenizer_path) -> Dataset:
   def pad(batch):
     tokens = np.zeros((len(batch["label"]), length + 1), np.int32)
     token_mask = np.zeros(tokens.shape, np.float32)
-    for i, text in enumerate(batch[d.text_field]):
+    for i, text in enumerate(batch[corpora[0].text_field]):
       ids = encode(corpora[0].text_of(text, d.name))[:length]
       tokens[i, :len(ids)], token_mask[i, :len(ids)] = ids, 1
     return {"tokens": tokens, "token_mask": token_mask, "label": batch["label"]}
-  splits = [r.mapped(pad) for r in rows]
+  splits = [c.records.mapped(pad) for c in corpora]
   return Dataset(d.name, *splits, vocab_size=tok.vocab_size, num_classes=num_classes, tokenizer=tok)

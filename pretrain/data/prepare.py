@@ -15,6 +15,7 @@ import fcntl
 import os
 import shutil
 import socket
+import sys
 import time
 
 import numpy as np
@@ -105,12 +106,14 @@ def _alive(pid: int) -> bool:
 
 
 def text(folder: str, corpora: dict, tokenizer: str, *, val_fraction: float | None = None,
-         tokenizer_path: str | None = None, log=print) -> None:
-  """Tokenizes `corpora` into the TFDS dataset `folder`.
+         tokenizer_path: str | None = None, log=None) -> None:
+  """Tokenizes `corpora` into the TFDS dataset `folder`; progress goes to `log` (stderr: stdout stays the
+  caller's, e.g. the JSON line of pretrain.evaluate).
 
   corpora: {split: Corpus}, each its own split; or {None: Corpus} with `val_fraction`, which splits the one
   stream at int(n * (1 - val_fraction)) tokens, as nanoGPT does.
   """
+  log = log or (lambda line: print(line, file=sys.stderr, flush=True))
   whole = None in corpora
   end_of_text = not (whole and corpora[None].single_document)
   chars = None
@@ -191,6 +194,7 @@ class _Progress:
   def __init__(self, what, corpora, log):
     self.what, self.corpora, self.log = what, corpora, log
     self.total = sum(c.total_bytes for c in corpora.values())
+    self.unit, self.scale = ("examples", 1) if any(c.files == [] for c in corpora.values()) else ("MB", 1e6)
     self.start = self.last = time.perf_counter()
     self.done_before, self.tokens = 0, 0
 
@@ -207,12 +211,13 @@ class _Progress:
     rate = done / max(elapsed, 1e-9)
     eta = (self.total - done) / rate if rate else float("inf")
     tokens = f" | {self.tokens / elapsed / 1e6:.2f}M tokens/s" if self.tokens else ""
-    self.log(f"{self.what} {_describe(self.corpora)}: {done / 1e6:,.0f} of {self.total / 1e6:,.0f} MB "
-             f"({done / max(self.total, 1):.0%}) | {rate / 1e6:.1f} MB/s{tokens} | eta {eta:.0f} s")
+    u, k = self.unit, self.scale
+    self.log(f"{self.what} {_describe(self.corpora)}: {done / k:,.0f} of {self.total / k:,.0f} {u} "
+             f"({done / max(self.total, 1):.0%}) | {rate / k:,.1f} {u}/s{tokens} | eta {eta:.0f} s")
 
   def elapsed(self):
     return time.perf_counter() - self.start
 
   def summary(self):
     seconds = self.elapsed()
-    return f"{seconds:.1f} s ({self.total / max(seconds, 1e-9) / 1e6:.1f} MB/s)"
+    return f"{seconds:.1f} s ({self.total / max(seconds, 1e-9) / self.scale:,.1f} {self.unit}/s)"

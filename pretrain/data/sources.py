@@ -8,9 +8,9 @@ otherwise each of its files is one text document. TFDS catalog splits are read t
 per document.
 
 `Corpus.pieces()` yields (piece, ends_document) pairs: a text file arrives in blocks of about BLOCK bytes,
-cut just before a line that starts with a non-space character when one is near, which is where GPT-2-style
-pre-tokenizers split anyway, so pieces encode to the ids of the whole. Pieces are `str`, or raw `bytes`
-with `binary=True` (the byte tokenizer, which takes any file). Nothing holds more than one block or one
+each cut after its last lone newline (or before its last lone space), where GPT-2-style pre-tokenizers split
+anyway, so the pieces encode to the ids of the whole (tokenizers.safe_cut). Pieces are `str`, or raw `bytes`
+with `binary=True` (the byte tokenizer, which takes any file). Nothing holds more than a few blocks or one
 batch of records at a time; `bytes_done` / `total_bytes` measure progress through the input files.
 """
 import codecs
@@ -43,7 +43,7 @@ def input_files(path: str) -> list[str]:
   if not os.path.isdir(path):
     raise DataError(f"data path {path!r} does not exist; set --config.data.path to a text, .jsonl or .parquet "
                     "file or a folder of them")
-  files = sorted(os.path.join(d, f) for d, dirs, names in os.walk(path) for f in names if not f.startswith("."))
+  files = sorted(os.path.join(d, f) for d, _, names in os.walk(path) for f in names if not f.startswith("."))
   records = [f for f in files if kind(f) != "text"]
   if records or not files:
     files = records

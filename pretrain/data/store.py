@@ -136,7 +136,14 @@ def split_tokens(builder, split: str) -> Tokens:
   """Split `split` of a prepared dataset, read through its TFDS data source."""
   source = builder.as_data_source(split=split)
   meta = builder.info.metadata
-  return Tokens(lambda i: source[i]["tokens"], meta["num_tokens"][split], meta["record_tokens"])
+
+  def read(i):
+    try:
+      return source[i]["tokens"]
+    except Exception as e:  # array_record raises its own types for damaged files.
+      raise DataError(f"record {i} of split {split!r} in {builder.data_dir} is damaged ({type(e).__name__}); delete "
+                      "that folder to prepare it again") from None
+  return Tokens(read, meta["num_tokens"][split], meta["record_tokens"])
 
 
 def carve(folder: str, stream: ShardWriter, splits: dict[str, tuple[int, int]]) -> list[tfds.core.SplitInfo]:
