@@ -5,10 +5,10 @@ Command:   python -m pretrain.main --config configs/bert_shakespeare.py[:cpu] --
            python -m pretrain.main --config configs/bert_shakespeare.py:finetune --config.init.workdir=runs/bert \
              --workdir runs/bert_plays   (--config.init.mode=scratch: the same encoder from random init)
 Hardware:  default: 4 layers of width 256, 5,000 steps, one accelerator (not run here); :cpu: 2 layers of
-           width 128, 1,000 steps of 32 x 64 characters, 371 s on the shared 2-core CPU.
-Expected:  :cpu: measured masked-character loss 2.275 nats per selected character, against 3.35 for the
-           characters' unigram frequencies. :finetune from that run: accuracy 0.13-0.15 in every mode
-           (chance 0.125): at this scale the plays are not told apart (REPRODUCTIONS.md).
+           width 128, 1,000 steps of 32 x 64 characters, 57 s on the idle 2-core CPU.
+Expected:  :cpu: measured masked-character loss 2.265 nats per selected character, against 3.35 for the
+           characters' unigram frequencies. :finetune from that run: accuracy 0.17-0.19 (chance 0.125): at
+           this scale the plays are barely told apart (REPRODUCTIONS.md).
 Data:      ../shared/data/tinyshakespeare/input.txt (resolved from the repository root); the first 90%
            trains, the last 10% validates. :finetune cuts the text into 8 equal parts (data.text_segments)
            and classifies windows of model.context + 1 characters by part, from 200 labeled windows per part;

@@ -3,8 +3,8 @@ unrolled 50 characters, batches of 50, gradient clipping at 5.
 
 Command:   python -m pretrain.main --config configs/lstm_shakespeare.py[:cpu] --workdir runs/lstm
 Hardware:  default: 20,000 steps (about 50 epochs of char-rnn's batches), one accelerator or a long CPU run;
-           :cpu: 1,000 steps (2.4 epochs), 280 s on the shared 2-core CPU.
-Expected:  :cpu: measured val loss 1.905 nats/char (REPRODUCTIONS.md). Differences from char-rnn: Adam instead of
+           :cpu: 1,000 steps (2.4 epochs), 44 s on the idle 2-core CPU.
+Expected:  :cpu: measured val loss 1.915 nats/char (REPRODUCTIONS.md). Differences from char-rnn: Adam instead of
            RMSprop, random windows with a zero initial state instead of consecutive batches carrying it.
 Data:      ../shared/data/tinyshakespeare/input.txt (resolved from the repository root); like char-rnn,
            the first 95% of the characters train and the last 5% validate.

@@ -70,13 +70,17 @@ def test_every_input_kind_gives_its_documents_each_ended_by_end_of_text(tmp_path
   assert set(ds.vocab) == set("".join(DOCS))  # Parsed text only: no JSON syntax, no other fields.
 
 
-def test_one_text_file_is_one_document_without_end_of_text(tmp_path):
-  """Tiny shakespeare keeps nanoGPT's vocabulary and split exactly."""
-  text = "to be, or not to be\n" * 30
+def test_one_text_file_is_one_document_without_end_of_text(tmp_path, monkeypatch):
+  """Tiny shakespeare keeps nanoGPT's vocabulary and split exactly, in order across records and shards."""
+  monkeypatch.setattr(store, "RECORD_TOKENS", 16)
+  monkeypatch.setattr(store, "SHARD_RECORDS", 3)
+  text = "".join(f"line {i}: to be, or not to be\n" for i in range(40))
   (tmp_path / "t.txt").write_text(text)
   ds = data.load(_config(tmp_path / "t.txt"))
   assert ds.tokenizer.end_of_text is None and ds.vocab == "".join(sorted(set(text)))
   assert ds.decode(ds.train.tokens[:]) == text[:int(len(text) * 0.9)]
+  assert ds.decode(ds.val.tokens[:]) == text[int(len(text) * 0.9):]
+  assert ds.decode(ds.train.tokens[100:200]) == text[100:200]
   assert ds.train.tokens[:].dtype == np.int32 and ds.metadata["documents"] == 1
 
 

@@ -19,6 +19,7 @@ import zlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from pretrain.data import sources
 from pretrain.errors import ConfigError, DataError
 
 FORMATS = ("idx", "npz")
@@ -62,12 +63,12 @@ def read_idx(path: str) -> np.ndarray:
 
 
 def _files(path: str, fmt: str) -> list[str]:
-  if os.path.isfile(path):
-    return [path]
-  if not os.path.isdir(path):
+  files = sources.files_under(path)
+  if files is None:
     raise DataError(f"data path {path!r} does not exist; set --config.data.path to a folder of IDX files "
                     "(MNIST format) or an .npz file")
-  files = sorted(os.path.join(d, f) for d, _, names in os.walk(path) for f in names if not f.startswith("."))
+  if os.path.isfile(path):
+    return files
   if fmt == "npz":
     files = [f for f in files if f.endswith(".npz")]
   else:

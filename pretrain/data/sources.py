@@ -36,14 +36,23 @@ def kind(path: str) -> str:
   return "jsonl" if name.endswith(JSONL) else "parquet" if name.endswith(PARQUET) else "text"
 
 
-def input_files(path: str) -> list[str]:
-  """The files `path` names, in sorted order: itself, or a folder's files of the kinds it is read as."""
+def files_under(path: str) -> list[str] | None:
+  """[path] for a file, a folder's files (hidden ones aside) in sorted order, None where nothing is."""
   if os.path.isfile(path):
     return [path]
   if not os.path.isdir(path):
+    return None
+  return sorted(os.path.join(d, f) for d, _, names in os.walk(path) for f in names if not f.startswith("."))
+
+
+def input_files(path: str) -> list[str]:
+  """The files `path` names, in sorted order: itself, or a folder's files of the kinds it is read as."""
+  files = files_under(path)
+  if files is None:
     raise DataError(f"data path {path!r} does not exist; set --config.data.path to a text, .jsonl or .parquet "
                     "file or a folder of them")
-  files = sorted(os.path.join(d, f) for d, _, names in os.walk(path) for f in names if not f.startswith("."))
+  if os.path.isfile(path):
+    return files
   records = [f for f in files if kind(f) != "text"]
   if records or not files:
     files = records

@@ -20,6 +20,7 @@ from array_record.python import array_record_data_source, array_record_module
 from pretrain.errors import DataError
 
 RECORD_TOKENS = 8192  # Ids per record: a 1024-token window reads one record, or two where it straddles.
+CACHE_BYTES = 1 << 24  # Decoded records kept per stream: all of a small corpus, a bounded share of a big one.
 SHARD_RECORDS = 4096  # Records per array_record file.
 _OPTIONS = "group_size:1,zstd:1"  # One record per chunk (random access reads only it); light compression.
 NAME = "text"
@@ -84,13 +85,15 @@ class ShardWriter:
 class Tokens:
   """A stored token stream as a read-only array: `tokens[a:b]` reads the records [a, b) overlaps.
 
-  `read_record(i)` returns record i's ids. The last few records read are kept (eval reads consecutive
-  windows of one record); threads may share an instance.
+  `read_record(i)` returns record i's ids. The records read last are kept, up to CACHE_BYTES (`cache`
+  records): evaluation reads consecutive windows of one record, and a corpus that small is read once.
+  Threads may share an instance.
   """
 
-  def __init__(self, read_record, length: int, record_tokens: int, cache: int = 8):
+  def __init__(self, read_record, length: int, record_tokens: int, cache: int | None = None):
     self._read_record, self._length, self.record_tokens = read_record, int(length), record_tokens
-    self._cache, self._cache_size, self._lock = collections.OrderedDict(), cache, threading.Lock()
+    self._cache, self._lock = collections.OrderedDict(), threading.Lock()
+    self._cache_size = CACHE_BYTES // (4 * record_tokens) if cache is None else cache
 
   def __len__(self) -> int:
     return self._length
