@@ -136,7 +136,7 @@ class Corpus:
   def _parquet(self, path, progress):
     import pyarrow.parquet as pq
     try:
-      f = pq.ParquetFile(path)
+      f = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)  # Streams a row group's pages.
     except Exception as e:  # pyarrow raises ArrowInvalid and OSError for damaged files.
       raise DataError(f"{path} is not a readable Parquet file ({str(e).splitlines()[0]}); replace it") from None
     columns = f.schema_arrow.names
