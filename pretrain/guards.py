@@ -18,11 +18,16 @@ from pretrain.errors import CheckpointError, ConfigError, PretrainError
 IDENTITY_GROUPS = ("model", "data", "objective")
 
 
+EVAL_AGREE_EVERY = 16  # Eval batches between agreements on a signal, when several processes run.
+
+
 class Preemption:
   """Turns SIGTERM/SIGINT into a request the loop honours between steps (and inside evaluation).
 
-  With several processes, one signalled process is enough: `requested()` agrees across processes so
-  all of them stop at the same step and take part in the final checkpoint.
+  With several processes, one signalled process is enough: `requested(agree=True)` agrees across
+  processes (a blocking allgather) so all of them stop at the same step and take part in the final
+  checkpoint. The loop agrees only where it synchronises anyway (log, eval, checkpoint steps, and every
+  EVAL_AGREE_EVERY eval batches), so the steps between stay pipelined; until then a signal waits.
   """
 
   def __init__(self):
@@ -43,10 +48,12 @@ class Preemption:
     del frame
     self.signal = signum
 
-  def requested(self) -> bool:
+  def requested(self, agree: bool = True) -> bool:
     local = self.signal is not None
     if jax.process_count() == 1:
       return local
+    if not agree:
+      return False
     flags = multihost_utils.process_allgather(np.array([int(self.signal or 0)]))
     if flags.any() and self.signal is None:
       self.signal = int(flags.max())

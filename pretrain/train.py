@@ -59,8 +59,9 @@ class Run:
     return data.prefetched(lambda s: self.batches(s, k), range(first_step, self.config.train.steps, k),
                            self.config.train.prefetch)
 
-  def evaluate(self, eval_fn, state, stop=lambda: False) -> dict | None:
-    """Metrics over the validation split, or None when `stop()` turns true between batches."""
+  def evaluate(self, eval_fn, state, stop=lambda agree: False) -> dict | None:
+    """Metrics over the validation split, or None when `stop(agree)` turns true between batches (agree:
+    whether processes may synchronise on it at this batch)."""
     e = self.config.eval
     batch_size = e.batch_size or self.config.train.batch_size
     kw = dict(batch_size=batch_size, seq_len=self.seq_len, max_batches=e.batches)
@@ -69,8 +70,8 @@ class Run:
                                   process_count=self.process_count, **kw),
         range(data.num_eval_batches(self.dataset.val, **kw)), self.config.train.prefetch)
     sums = []
-    for b in batches:
-      if stop():
+    for i, b in enumerate(batches):
+      if stop(i % guards.EVAL_AGREE_EVERY == 0):
         return None
       sums.append(eval_fn(state, self.strategy.batch(b)))
     out = metrics.summarize_eval(self.strategy.fetch(sums))
@@ -149,7 +150,7 @@ def _train(config, workdir: str, preemption) -> dict:
       is_last = done == t.steps
       log, evaluate, save = (done % t.log_every == 0 or is_last, done % t.eval_every == 0 or is_last,
                              done % t.checkpoint_every == 0 or is_last)
-      preempted = preemption.requested()
+      preempted = preemption.requested(agree=log or evaluate or save)  # Several processes agree only there.
       if not (log or evaluate or save or preempted):
         continue
       jax.block_until_ready(step_metrics)  # Train time ends here; eval and saving are not counted in tokens/s.
@@ -166,8 +167,6 @@ def _train(config, workdir: str, preemption) -> dict:
                            f"({skipped}/{config.optim.skip_nonfinite} allowed)")
       window.extend(fetched)
       pending, pending_first = [], done
-      if preempted:
-        stop_here(done)
       if log:
         finite = [np.atleast_1d(m["finite"]) for m in window]
         loss = (sum(float(np.sum(m["loss_sum"][f])) for m, f in zip(window, finite))
@@ -183,6 +182,8 @@ def _train(config, workdir: str, preemption) -> dict:
         run.writer.console(f"step {done:>6} | loss {loss:.4f} | lr {row['lr']:.2e} | {tokens_per_s:,.0f} tok/s | "
                            f"{row['model_flops_per_s'] / 1e9:.1f} GFLOP/s | eta {metrics.format_duration(eta)}")
         window, timed_steps, timed_seconds = [], 0, 0.0
+      if preempted:  # After the log row, so a stop at a log step loses no train metrics.
+        stop_here(done)
       if evaluate:
         final = run.evaluate(eval_fn, state, stop=preemption.requested)
         if final is None:

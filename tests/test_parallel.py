@@ -116,6 +116,46 @@ def test_two_processes_match_one_process_and_resume_after_kill(tmp_path):
   np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=1e-5)
 
 
+def _process_pid(workdir, process_id: int) -> int | None:
+  """The pid of the job's pretrain.main process `process_id`, from /proc."""
+  for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+      cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+      environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    except OSError:
+      continue
+    if b"pretrain.main" in cmdline and str(workdir).encode() in cmdline and \
+        f"PRETRAIN_PROCESS_ID={process_id}".encode() in environ:
+      return int(pid)
+  return None
+
+
+def test_one_signalled_process_stops_the_job_at_one_step(tmp_path):
+  """SIGTERM to process 1 only: both processes agree at the next log step, save one checkpoint of it
+  together and exit 143; the rerun ends with the uninterrupted run's losses."""
+  full, part = tmp_path / "full", tmp_path / "part"
+  steps = ["--config.train.steps=60", "--config.train.checkpoint_every=60", "--config.train.eval_every=30"]
+  proc = _launch(full, *steps)
+  assert proc.wait(timeout=400) == 0, proc.stdout.read()[-3000:]
+  proc = _launch(part, *steps)
+  deadline = time.time() + 240
+  while time.time() < deadline and not ((part / "metrics.jsonl").exists() and
+                                        '"split": "train"' in (part / "metrics.jsonl").read_text()):
+    time.sleep(0.05)
+  os.kill(_process_pid(part, 1), signal.SIGTERM)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 143, out[-3000:]
+  saved = [int(p.name) for p in (part / "checkpoints").iterdir() if p.name.isdigit()]
+  assert len(saved) == 1 and saved[0] % 5 == 0 and saved[0] < 60  # One checkpoint, at a log step.
+  assert "stopped by signal 15" in (part / "logs" / "process_1.log").read_text()
+  proc = _launch(part, *steps)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, out[-3000:]
+  a, b = read_metrics(full), read_metrics(part)
+  assert [(r["step"], r["split"]) for r in a] == [(r["step"], r["split"]) for r in b]
+  assert [r["loss"] for r in a if r["split"] == "val"] == [r["loss"] for r in b if r["split"] == "val"]
+
+
 def test_multiprocess_dry_run_prints_each_process():
   out = subprocess.run([sys.executable, "-m", "launch.multiprocess", "--processes", "3", "--devices-per-process",
                         "2", "--port", "1234", "--dry-run", "--", "--config", "c.py", "--workdir", "w"],

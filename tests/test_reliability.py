@@ -75,8 +75,21 @@ def test_preemption_is_checked_inside_evaluation():
   from tests.conftest import tiny_config
   run = train.Run(tiny_config(), "/tmp/unused-eval-stop")
   calls = []
-  assert run.evaluate(lambda state, batch: calls.append(1), None, stop=lambda: len(calls) >= 2) is None
+  assert run.evaluate(lambda state, batch: calls.append(1), None, stop=lambda agree: len(calls) >= 2) is None
   assert len(calls) == 2  # stopped between batches, long before the end of the split
+
+
+def test_several_processes_agree_on_a_signal_only_where_asked(monkeypatch):
+  """Between log/eval/checkpoint steps no allgather runs (steps stay pipelined); where asked, one
+  signalled process stops them all."""
+  from pretrain import guards
+  gathered = []
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(guards.multihost_utils, "process_allgather",
+                      lambda x: gathered.append(x) or np.array([[0], [15]]))
+  preemption = guards.Preemption()
+  assert not preemption.requested(agree=False) and not gathered
+  assert preemption.requested(agree=True) and len(gathered) == 1 and preemption.signal == 15
 
 
 @pytest.mark.parametrize("strategy, trials", [("single", 3), ("pmap", 2)])
