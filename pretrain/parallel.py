@@ -85,6 +85,12 @@ class Pmap(_GlobalReplicated):
     self.num_devices = len(self.local) * jax.process_count()
     self.global_mesh = Mesh(np.array(jax.devices()), ("batch",))
     self.stacked = NamedSharding(Mesh(np.array(self.local), ("batch",)), P("batch"))
+    # Saves take one replica per process, from its first device, and move nothing else.
+    firsts = [next(d for d in jax.devices() if d.process_index == i) for i in range(jax.process_count())]
+    self.saved = NamedSharding(Mesh(np.array(firsts), ("process",)), P())
+    self.save_device = firsts[jax.process_index()]
+    self._unstack = jax.jit(lambda leaves: [x[0] for x in leaves])
+
 
   def place(self, state):
     n = len(self.local)
@@ -92,8 +98,13 @@ class Pmap(_GlobalReplicated):
         lambda x: jax.device_put(np.broadcast_to(_host(x), (n, *np.shape(x))), self.stacked), state)
 
   def for_checkpoint(self, state):
-    host = jax.tree_util.tree_map(lambda x: _host(x)[0], state)
-    return self._to_global(host, jax.tree_util.tree_map(lambda _: self._replicated(), host))
+    """One replica, unstacked on the device that holds it (one compiled copy there, no host transfer);
+    global over the processes so that Orbax writes it once."""
+    leaves, treedef = jax.tree_util.tree_flatten(state)
+    replica = [next(s.data for s in x.addressable_shards if s.device == self.save_device) for x in leaves]
+    unstacked = self._unstack(replica)
+    return jax.tree_util.tree_unflatten(treedef, [
+        jax.make_array_from_single_device_arrays(x.shape, self.saved, [x]) for x in unstacked])
 
   def abstract(self, state):
     rep = self._replicated()

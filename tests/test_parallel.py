@@ -165,3 +165,16 @@ def test_multiprocess_dry_run_prints_each_process():
     assert f"PRETRAIN_PROCESS_ID={i}" in line and "PRETRAIN_COORDINATOR=127.0.0.1:1234" in line
     assert "--xla_force_host_platform_device_count=2" in line
     assert line.endswith("-m pretrain.main --config c.py --workdir w --config.parallel.strategy=mesh")
+
+
+def test_pmap_saves_one_replica_without_a_host_copy():
+  """for_checkpoint takes device 0's replica where it lies: no device-to-host or host-to-device copy."""
+  config = tiny_config(**{"parallel.strategy": "pmap"})
+  run = train.Run(config, "/tmp/unused-pmap-save")
+  fresh = run.init_state()
+  state = run.strategy.place(fresh)
+  with jax.transfer_guard("disallow_explicit"):  # Host-to-device copies raise (CPU reads are not guarded).
+    saved = run.strategy.for_checkpoint(state)
+  for x, want in zip(jax.tree_util.tree_leaves(saved), jax.tree_util.tree_leaves(fresh)):
+    assert x.sharding.device_set == {jax.local_devices()[0]} and x.shape == want.shape
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(want))
