@@ -1,6 +1,8 @@
 """How the pure steps of `step.py` run on devices. One class per strategy, one interface:
 
   num_devices             devices over all processes that share one global batch
+  data_axis               the named axis a step reduces over (pmap's), else None: the model's BatchNorm
+                          synchronises its statistics over it
   place(state)            a checkpoint-form (or fresh) state -> the form this strategy trains on
   for_checkpoint(state)   the training form -> a topology-free pytree Orbax saves
   abstract(state)         ShapeDtypeStructs with this strategy's shardings: the restore target
@@ -33,6 +35,7 @@ def _host(x):
 class Single:
   """One device, jax.jit."""
   name = "single"
+  data_axis = None
 
   def __init__(self, config):
     self.donate = (0,) if config.train.donate else ()
@@ -78,6 +81,7 @@ class _GlobalReplicated:
 class Pmap(_GlobalReplicated):
   """jax.pmap over this process's devices: state replicated, gradients and sums psum'd over `batch`."""
   name = "pmap"
+  data_axis = "batch"
 
   def __init__(self, config):
     self.donate = (0,) if config.train.donate else ()
@@ -90,7 +94,6 @@ class Pmap(_GlobalReplicated):
     self.saved = NamedSharding(Mesh(np.array(firsts), ("process",)), P())
     self.save_device = firsts[jax.process_index()]
     self._unstack = jax.jit(lambda leaves: [x[0] for x in leaves])
-
 
   def place(self, state):
     n = len(self.local)
@@ -111,11 +114,11 @@ class Pmap(_GlobalReplicated):
     return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=rep), state)
 
   def train(self, make_train_step, steps_per_call):
-    multi = make_multi_step(make_train_step(axis_name="batch"), steps_per_call)
-    return jax.pmap(multi, axis_name="batch", donate_argnums=self.donate)
+    multi = make_multi_step(make_train_step(axis_name=self.data_axis), steps_per_call)
+    return jax.pmap(multi, axis_name=self.data_axis, donate_argnums=self.donate)
 
   def evaluate(self, make_eval_step):
-    return jax.pmap(make_eval_step(axis_name="batch"), axis_name="batch")
+    return jax.pmap(make_eval_step(axis_name=self.data_axis), axis_name=self.data_axis)
 
   def batch(self, host_batch, steps_axis=False):
     """[k, B, ...] or [B, ...] local rows -> [devices, k, B/devices, ...] (or [devices, B/devices, ...])."""
@@ -136,6 +139,7 @@ class MeshStrategy(_GlobalReplicated):
   """jax.jit over a (data, fsdp) Mesh: the batch is split over all devices; parameters and optimizer
   state are sharded over `fsdp` (FSDP / ZeRO-3) and replicated over `data`."""
   name = "mesh"
+  data_axis = None  # jit sees the global batch.
 
   def __init__(self, config):
     p = config.parallel

@@ -48,7 +48,7 @@ def make_train_step(model, objective, tx, *, seed: int, accum_steps: int = 1, ax
     if accum_steps == 1:
       grads, (sums, model_state) = grads_of_sum(state.params, state.model_state, batch, rng)
     else:
-      micro = jax.tree_util.tree_map(lambda x: x.reshape(accum_steps, -1, *x.shape[1:]), batch)
+      micro = micro_batches(batch, accum_steps)
 
       def add(carry, i):
         grads, sums, model_state = carry
@@ -60,10 +60,9 @@ def make_train_step(model, objective, tx, *, seed: int, accum_steps: int = 1, ax
                               jax.tree_util.tree_map(lambda x: x[0], micro), rng)
       zeros = jax.tree_util.tree_map(jnp.zeros_like, (shapes[0], shapes[1][0]))
       (grads, sums, model_state), _ = jax.lax.scan(add, (*zeros, state.model_state), jnp.arange(accum_steps))
-    model_state = model_state or state.model_state
+    model_state = model_state or state.model_state  # BatchNorm synchronises its statistics itself (models/resnet.py).
     if axis_name is not None:
       grads, sums = jax.lax.psum((grads, sums), axis_name)
-      model_state = jax.lax.pmean(model_state, axis_name)  # One set of BatchNorm statistics for all devices.
     grads = jax.tree_util.tree_map(lambda g: g / jnp.maximum(sums["count"], 1.0), grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -79,6 +78,16 @@ def make_train_step(model, objective, tx, *, seed: int, accum_steps: int = 1, ax
     return new_state, metrics
 
   return train_step
+
+
+def micro_batches(batch, accum_steps: int):
+  """[B, ...] -> [accum_steps, B / accum_steps, ...], micro-batch i holding rows i, i + A, i + 2A, ...
+
+  Strided, not contiguous: when the batch axis is split over devices (each holding a multiple of A
+  contiguous rows), every micro-batch keeps rows on every device, so no device idles and nothing moves;
+  and pmap's per-device micro-batch i holds the same global rows as single's micro-batch i.
+  """
+  return jax.tree_util.tree_map(lambda x: jnp.swapaxes(x.reshape(-1, accum_steps, *x.shape[1:]), 0, 1), batch)
 
 
 def make_multi_step(train_step, steps_per_call: int):

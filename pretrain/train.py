@@ -35,7 +35,7 @@ class Run:
     configlib.validate(config, num_devices=self.strategy.num_devices)
     self.dataset = data.load(config)
     self.seq_len = data.seq_len(self.dataset, config.model.context)
-    self.model = models.build(config, self.dataset)
+    self.model = models.build(config, self.dataset, data_axis=self.strategy.data_axis)
     if config.objective not in objectives.OBJECTIVES:
       raise ConfigError(f"unknown objective={config.objective!r}; use one of {', '.join(objectives.OBJECTIVES)}")
     self.objective = objectives.OBJECTIVES[config.objective]

@@ -75,9 +75,10 @@ def _attention(name: str) -> str:
   return name
 
 
-def build(config, dataset):
-  """The module the objective trains: the family's network, under a classification head for that objective."""
-  backbone = build_backbone(config, dataset)
+def build(config, dataset, data_axis=None):
+  """The module the objective trains: the family's network, under a classification head for that objective.
+  data_axis: the named axis (pmap's) over which layers with batch statistics synchronise them."""
+  backbone = build_backbone(config, dataset, data_axis)
   if config.objective != "classification":
     return backbone
   if not hasattr(backbone, "features"):
@@ -104,7 +105,7 @@ _IMAGE_FAMILIES = ("seed_cnn", "resnet", "pixelcnn")
 OBJECTIVE_FAMILIES = {"next_token": ("gpt", "lstm"), "masked_lm": ("bert",), "pixels": ("pixelcnn",)}
 
 
-def build_backbone(config, dataset):
+def build_backbone(config, dataset, data_axis=None):
   """The family's own network, as pretraining uses it."""
   m, family = config.model, config.model.family
   is_image = "image" in getattr(dataset.train, "spec", {})
@@ -132,7 +133,7 @@ def build_backbone(config, dataset):
     if len(m.stage_sizes) != len(m.stage_widths) or not m.stage_sizes:
       raise ConfigError(f"model.stage_sizes={tuple(m.stage_sizes)} and model.stage_widths={tuple(m.stage_widths)} "
                         "need one entry per stage each")
-    return resnet.ResNet(tuple(m.stage_sizes), tuple(m.stage_widths))
+    return resnet.ResNet(tuple(m.stage_sizes), tuple(m.stage_widths), data_axis=data_axis)
   if family == "pixelcnn":
     return pixelcnn.PixelCNN(levels=dataset.vocab_size, width=m.width, num_layers=m.num_layers,
                              channels=int(dataset.train.spec["image"][0][-1]))

@@ -6,8 +6,13 @@ changes, the shortcut is a 1x1 convolution with BatchNorm (projection shortcut).
 
 BatchNorm keeps its running statistics in the `batch_stats` collection, i.e. in TrainState.model_state:
 training normalizes with the batch's statistics and returns updated running averages (objectives.apply),
-evaluation uses the running averages and changes nothing. Under pmap each device normalizes with its own
-rows and step.py averages the running statistics over devices after every update.
+evaluation uses the running averages and changes nothing.
+
+One meaning under every strategy: the statistics are those of the whole global (micro-)batch. Under
+`single` and `mesh` that is what the jitted step sees; under `pmap` (`data_axis="batch"`) BatchNorm
+averages its moments over devices (synchronised BatchNorm), so every device normalizes alike and keeps the
+same running averages. With gradient accumulation each micro-batch is normalized with its own statistics
+and updates the running averages once, as a PyTorch loop that accumulates would.
 """
 import functools
 
@@ -15,25 +20,26 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 
-def _norm(train, name=None, zero=False):
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name,
+def _norm(train, data_axis, name=None, zero=False):
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name, axis_name=data_axis,
                       scale_init=nn.initializers.zeros if zero else nn.initializers.ones)
 
 
 class BasicBlock(nn.Module):
   width: int
   stride: int
+  data_axis: str | None = None
 
   @nn.compact
   def __call__(self, x_BxHxWxC, train: bool):
     conv = functools.partial(nn.Conv, use_bias=False, kernel_init=nn.initializers.he_normal())
     y = conv(self.width, (3, 3), strides=self.stride, padding=1)(x_BxHxWxC)
-    y = nn.relu(_norm(train)(y))
+    y = nn.relu(_norm(train, self.data_axis)(y))
     y = conv(self.width, (3, 3), padding=1)(y)
-    y = _norm(train, zero=True)(y)  # Each block starts as the identity: trains deep stacks from step 0.
+    y = _norm(train, self.data_axis, zero=True)(y)  # Each block starts as the identity: trains deep stacks from step 0.
     shortcut = x_BxHxWxC
     if self.stride != 1 or x_BxHxWxC.shape[-1] != self.width:
-      shortcut = _norm(train, name="shortcut_norm")(conv(self.width, (1, 1), strides=self.stride,
+      shortcut = _norm(train, self.data_axis, name="shortcut_norm")(conv(self.width, (1, 1), strides=self.stride,
                                                          name="shortcut_conv")(x_BxHxWxC))
     return nn.relu(y + shortcut)
 
@@ -42,6 +48,7 @@ class ResNet(nn.Module):
   """images [B, H, W, C] -> features [B, widths[-1]] (global average pool); the classification head reads them."""
   stage_sizes: tuple = (3, 3, 3)
   stage_widths: tuple = (16, 32, 64)
+  data_axis: str | None = None  # The pmap axis BatchNorm averages its moments over; None when jit sees the whole batch.
   pretraining_only = ()
 
   @nn.compact
@@ -49,10 +56,11 @@ class ResNet(nn.Module):
     x = image_BxHxWxC.astype(jnp.float32)
     x = nn.Conv(self.stage_widths[0], (3, 3), padding=1, use_bias=False, kernel_init=nn.initializers.he_normal(),
                 name="stem")(x)
-    x = nn.relu(_norm(train, name="stem_norm")(x))
+    x = nn.relu(_norm(train, self.data_axis, name="stem_norm")(x))
     for i, (blocks, width) in enumerate(zip(self.stage_sizes, self.stage_widths)):
       for j in range(blocks):
-        x = BasicBlock(width, stride=2 if i > 0 and j == 0 else 1, name=f"stage{i}_block{j}")(x, train)
+        x = BasicBlock(width, stride=2 if i > 0 and j == 0 else 1, data_axis=self.data_axis,
+                       name=f"stage{i}_block{j}")(x, train)
     return jnp.mean(x, axis=(1, 2))
 
   def __call__(self, image_BxHxWxC, train: bool = False):
