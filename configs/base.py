@@ -108,7 +108,8 @@ def get_config(variant=None):
   c.train.allow_config_change = False  # Resume a workdir whose saved model/data/objective config differs.
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.batch_size = 0  # Eval batch (sequences); 0 means train.batch_size.
+  c.eval.batch_size = 0  # Eval batch (sequences); 0 means train.batch_size. Rounded up to whole micro-batches.
+  c.eval.micro_batch_size = 0  # Rows computed at once (memory); 0: the train micro-batch. Rounded up to the device count.
   c.eval.batches = 0  # Eval batches per evaluation; 0 covers the whole validation split.
 
   c.init = ml_collections.ConfigDict()  # Starting from a pretrained run (pretrain/finetune.py).

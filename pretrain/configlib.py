@@ -148,9 +148,9 @@ def validate(config, *, num_devices: int) -> None:
   if (t.batch_size // num_devices) % o.accum_steps:
     raise ConfigError(f"optim.accum_steps={o.accum_steps} does not divide the per-device batch "
                       f"{t.batch_size // num_devices}; pick a divisor of it")
-  eval_batch = config.eval.batch_size or t.batch_size
-  if eval_batch % num_devices:
-    raise ConfigError(f"eval.batch_size={eval_batch} is not divisible by the {num_devices} devices")
+  if config.eval.batch_size < 0 or config.eval.get("micro_batch_size", 0) < 0:
+    raise ConfigError(f"eval.batch_size={config.eval.batch_size} and eval.micro_batch_size="
+                      f"{config.eval.get('micro_batch_size', 0)} must be >= 0 (0: the train batch / micro-batch)")
   k = t.steps_per_call
   for key in ("log_every", "eval_every", "checkpoint_every", "steps"):
     if t[key] % k:
@@ -178,3 +178,15 @@ def validate(config, *, num_devices: int) -> None:
   if config.data.name == "text" and config.data.path and not os.path.exists(config.data.path):
     raise ConfigError(f"data.path={config.data.path!r} does not exist; set --config.data.path to a text file or "
                       "directory")
+
+
+def eval_batching(config, num_devices: int) -> tuple[int, int]:
+  """(rows per eval call, micro-batches per call). A micro-batch is eval.micro_batch_size rows (default:
+  the train micro-batch, train.batch_size / optim.accum_steps), at most eval.batch_size (default
+  train.batch_size), rounded up to a multiple of the device count; the eval batch is rounded up to whole
+  micro-batches. Rows past the end of the split carry mask 0, so the size changes the cost, not the result."""
+  wanted = config.eval.batch_size or config.train.batch_size
+  micro = min(config.eval.get("micro_batch_size", 0) or config.train.batch_size // config.optim.accum_steps, wanted)
+  micro = -(-micro // num_devices) * num_devices
+  accum = -(-wanted // micro)
+  return accum * micro, accum

@@ -83,16 +83,17 @@ def evaluate(workdir: str, given, at_step: int | None = None, overrides=()) -> d
   check_fits(config, data.load(config), workdir, at_step)
   run = run_dir.load(workdir, at_step, config=config)
   objective = objectives.OBJECTIVES[config.objective]
-  eval_step = jax.jit(step.make_eval_step(run.model, objective))
+  batch_size, accum_steps = configlib.eval_batching(config, num_devices=1)
+  eval_step = jax.jit(step.make_eval_step(run.model, objective, accum_steps=accum_steps))
   state = step.TrainState(step=run.step, params=run.params, opt_state=None, model_state=run.model_state)
   seq_len = data.seq_len(run.dataset, config.model.context)
   sums = [eval_step(state, batch) for batch in data.eval_batches(
-      run.dataset.val, batch_size=config.eval.batch_size, seq_len=seq_len, max_batches=config.eval.batches)]
+      run.dataset.val, batch_size=batch_size, seq_len=seq_len, max_batches=config.eval.batches)]
   out = metrics.summarize_eval(jax.device_get(sums))
   out["bits_per_token_sem"] = out["loss_sem"] / math.log(2)
   out["perplexity_sem"] = out["perplexity"] * out["loss_sem"]  # Delta method: d exp(x) = exp(x) dx.
   if config.objective == "next_token":
-    whole = len(sums) == data.num_eval_batches(run.dataset.val, batch_size=config.eval.batch_size, seq_len=seq_len)
+    whole = len(sums) == data.num_eval_batches(run.dataset.val, batch_size=batch_size, seq_len=seq_len)
     out = metrics.against_references(out, run.dataset.metadata, whole_split=whole)
   out["data"] = run.dataset.name
   writer = metrics.MetricWriter(workdir)

@@ -100,8 +100,20 @@ def make_multi_step(train_step, steps_per_call: int):
   return lambda state, batches: jax.lax.scan(train_step, state, batches)
 
 
-def make_eval_step(model, objective, *, axis_name=None):
-  def eval_step(state, batch):
+def make_eval_step(model, objective, *, accum_steps: int = 1, axis_name=None):
+  """(state, batch) -> sums over the batch, computed `accum_steps` micro-batches at a time (strided, as in
+  training), so an eval batch of any size costs the memory of one micro-batch."""
+  def sums_of(state, batch):
     sums, _ = objective(model, variables(state.params, state.model_state), batch, train=False, rng=None)
+    return sums
+
+  def eval_step(state, batch):
+    if accum_steps == 1:
+      sums = sums_of(state, batch)
+    else:
+      micro = micro_batches(batch, accum_steps)
+      shapes = jax.eval_shape(sums_of, state, jax.tree_util.tree_map(lambda x: x[0], micro))
+      add = lambda total, b: (jax.tree_util.tree_map(jnp.add, total, sums_of(state, b)), None)
+      sums, _ = jax.lax.scan(add, jax.tree_util.tree_map(jnp.zeros_like, shapes), micro)
     return jax.lax.psum(sums, axis_name) if axis_name is not None else sums
   return eval_step

@@ -40,6 +40,7 @@ class Run:
       raise ConfigError(f"unknown objective={config.objective!r}; use one of {', '.join(objectives.OBJECTIVES)}")
     self.objective = objectives.OBJECTIVES[config.objective]
     self.tx = optim.make(config)
+    self.eval_batch_size, self.eval_accum_steps = configlib.eval_batching(config, self.strategy.num_devices)
     self.writer = metrics.MetricWriter(workdir, enabled=self.process_index == 0)
     sample = data.train_batch(self.dataset.train, 0, seed=config.seed, batch_size=config.train.batch_size,
                               seq_len=self.seq_len)
@@ -62,9 +63,8 @@ class Run:
   def evaluate(self, eval_fn, state, stop=lambda agree: False) -> dict | None:
     """Metrics over the validation split, or None when `stop(agree)` turns true between batches (agree:
     whether processes may synchronise on it at this batch)."""
-    e = self.config.eval
-    batch_size = e.batch_size or self.config.train.batch_size
-    kw = dict(batch_size=batch_size, seq_len=self.seq_len, max_batches=e.batches)
+    batch_size = self.eval_batch_size
+    kw = dict(batch_size=batch_size, seq_len=self.seq_len, max_batches=self.config.eval.batches)
     batches = data.prefetched(
         lambda b: data.eval_batch(self.dataset.val, b, process_index=self.process_index,
                                   process_count=self.process_count, **kw),
@@ -125,7 +125,8 @@ def _train(config, workdir: str, preemption) -> dict:
   k = t.steps_per_call
   train_fn = strategy.train(functools.partial(step.make_train_step, run.model, run.objective, run.tx,
                                               seed=config.seed, accum_steps=config.optim.accum_steps), k)
-  eval_fn = strategy.evaluate(functools.partial(step.make_eval_step, run.model, run.objective))
+  eval_fn = strategy.evaluate(functools.partial(step.make_eval_step, run.model, run.objective,
+                                                accum_steps=run.eval_accum_steps))
   lr = optim.learning_rate(config)
   tokens_per_step = t.batch_size * run.seq_len
   skipped = run.writer.count_events("skipped_nonfinite", up_to=start)

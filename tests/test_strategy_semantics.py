@@ -83,3 +83,42 @@ def test_dropout_under_mesh_equals_single_and_under_pmap_differs_only_in_its_mas
   np.testing.assert_allclose(mesh, single, rtol=2e-5)
   assert not np.allclose(pmap, single, rtol=1e-4)  # per-device keys: other masks ...
   np.testing.assert_allclose(pmap, single, rtol=0.05)  # ... of the same rate: the losses stay close
+
+
+@pytest.mark.parametrize("overrides", [
+    {"parallel.strategy": "pmap", "eval.batch_size": 13},  # padded to 16 on 8 devices
+    {"parallel.strategy": "mesh", "parallel.mesh_shape": "(4,2)", "eval.batch_size": 20, "eval.micro_batch_size": 4},
+    {"eval.batch_size": 24, "eval.micro_batch_size": 5}])  # 5 rows at a time, 5 micro-batches: 25 rows a call
+def test_any_eval_batch_size_gives_the_whole_split_loss(tmp_path, overrides):
+  from pretrain import configlib
+  common = {**SHORT, "train.eval_every": 3}
+  train.train(tiny_config(**common), str(tmp_path / "reference"))
+  config = tiny_config(**common, **overrides)
+  rows_per_call, micro = configlib.eval_batching(config, 8 if "parallel.strategy" in overrides else 1)
+  assert rows_per_call >= overrides["eval.batch_size"] and rows_per_call % micro == 0
+  train.train(config, str(tmp_path / "other"))
+  a, b = read_metrics(tmp_path / "reference", "val"), read_metrics(tmp_path / "other", "val")
+  assert [r["count"] for r in a] == [r["count"] for r in b]  # every token once, none of the padding
+  np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=1e-5)
+
+
+def test_gpt2_124m_eval_needs_no_more_memory_than_its_training():
+  """configs/gpt2_124m.py's shapes (batch 480 = 40 micro-batches of 12, context 1024, vocabulary 50304),
+  one narrow layer: XLA's compiled temporary memory of the eval step is at most the train step's. Without
+  micro-batching the eval step would hold 480 x 1024 x 50304 logits (~99 GB)."""
+  from pretrain import configlib, data
+  config = configlib.load("configs/gpt2_124m.py:smoke", [
+      ("model.context", "1024"), ("model.num_layers", "1"), ("model.width", "64"), ("data.random_tokens", str(1 << 20)),
+      ("model.vocab_size", "50304"), ("train.batch_size", "480"), ("optim.accum_steps", "40")])
+  run = train.Run(config, "/tmp/unused-gpt2-eval-memory")
+  abstract = jax.eval_shape(run.init_state)
+  shape = lambda tree: jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+  train_step = jax.jit(step.make_multi_step(step.make_train_step(run.model, run.objective, run.tx, seed=0,
+                                                                 accum_steps=40), 1))
+  eval_step = jax.jit(step.make_eval_step(run.model, run.objective, accum_steps=run.eval_accum_steps))
+  assert (run.eval_batch_size, run.eval_accum_steps) == (480, 40)
+  eval_batch = data.eval_batch(run.dataset.val, 0, batch_size=480, seq_len=run.seq_len)
+  memory = lambda f, *args: f.lower(*args).compile().memory_analysis().temp_size_in_bytes
+  train_bytes = memory(train_step, abstract, shape(run.batches(0, 1)))
+  eval_bytes = memory(eval_step, abstract, shape(eval_batch))
+  assert eval_bytes <= train_bytes, (eval_bytes, train_bytes)
