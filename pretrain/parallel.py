@@ -3,7 +3,8 @@
   num_devices             devices over all processes that share one global batch
   data_axis               the named axis a step reduces over (pmap's), else None: the model's BatchNorm
                           synchronises its statistics over it
-  place(state)            a checkpoint-form (or fresh) state -> the form this strategy trains on
+  place(state)            a checkpoint-form state (restored, or fresh from `init`) -> the form this
+                          strategy trains on
   for_checkpoint(state)   the training form -> a topology-free pytree Orbax saves
   abstract(state)         ShapeDtypeStructs with this strategy's shardings: the restore target
   train(make_step, k)     compiled (state, batches[k, ...]) -> (state, metrics[k]), state donated
@@ -13,6 +14,7 @@
   fetch(tree)             device results -> host numpy (one copy of replicated values)
 
 Checkpoints always hold global, unreplicated arrays, so any strategy resumes any other's checkpoint.
+`init(strategy, init_fn)` builds a fresh state straight into `abstract`'s shardings.
 """
 import re
 
@@ -188,7 +190,7 @@ class MeshStrategy(_GlobalReplicated):
   def place(self, state):
     shardings = self.shardings(state)
     self._state_shardings = shardings
-    if all(isinstance(x, jax.Array) and x.sharding == s for x, s in
+    if all(isinstance(x, jax.Array) and x.sharding.is_equivalent_to(s, x.ndim) for x, s in
            zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(shardings))):
       return state
     return self._to_global(jax.tree_util.tree_map(_host, state), shardings)
@@ -226,6 +228,13 @@ class MeshStrategy(_GlobalReplicated):
 
   def fetch(self, tree):
     return jax.tree_util.tree_map(_host, tree)
+
+
+def init(strategy, init_fn):
+  """A fresh state, computed by one jitted `init_fn` whose outputs have `strategy.abstract`'s shardings:
+  under FSDP each device computes only its shards, so no device ever holds a whole parameter or moment."""
+  abstract = strategy.abstract(jax.eval_shape(init_fn))
+  return jax.jit(init_fn, out_shardings=jax.tree_util.tree_map(lambda a: a.sharding, abstract))()
 
 
 def _parse_rule(rule: str):

@@ -2,9 +2,10 @@
 
 Init / resume order (one way, always):
   1. validate the config; load the dataset; build model, optimizer and strategy;
-  2. init a fresh state from the seed;
-  3. if DIR/checkpoints has a step, restore it into the fresh state's abstract shape (with the
-     strategy's shardings), replacing everything: params, optimizer state and step;
+  2. the state's abstract shape (jax.eval_shape of init, with the strategy's shardings);
+  3. if DIR/checkpoints has a step, restore it straight into that abstract state: params, optimizer
+     state and step; otherwise init a fresh state from the seed, computed in its shards (a fine-tuning
+     run then puts the pretrained run's parameters in place of the fresh ones);
   4. drop metric lines past the restored step and continue; batches and dropout keys depend only on
      (seed, step), so the continuation is the uninterrupted run.
 """
@@ -102,21 +103,20 @@ def _train(config, workdir: str, preemption) -> dict:
       f.write(configlib.to_json(config))
   ledger.start(run)  # DIR/run.json: config, code version, packages, hardware; completed by ledger.finish.
   ckpt = checkpoint.Checkpointer(workdir, keep=t.keep_checkpoints, async_save=t.async_checkpoints)
-  state = run.init_state()
-  num_params = count_params(state.params)
-  family_params = state.params.get("backbone", state.params)  # A classifier keeps the family's network there.
+  shapes = jax.eval_shape(run.init_state)  # Nothing is allocated until the state is built in its shards.
+  num_params = count_params(shapes.params)
+  family_params = shapes.params.get("backbone", shapes.params)  # A classifier keeps the family's network there.
   position_params = int(np.prod(family_params["wpe"]["embedding"].shape)) if "wpe" in family_params else 0
   flops_per_token = models.flops_per_token(config, num_params, position_params, run.model,
-                                           step.variables(state.params, state.model_state), run.example_inputs)
-  param_names = optim.param_names(state.params)
-  start, restored = ckpt.restore_latest_good(strategy.abstract(state), warn=run.writer.console)
+                                           step.variables(shapes.params, shapes.model_state), run.example_inputs)
+  param_names = optim.param_names(shapes.params)
+  start, state = ckpt.restore_latest_good(strategy.abstract(shapes), warn=run.writer.console)
   if start is not None:
-    state = restored
     run.writer.console(f"resumed from {ckpt.directory}/{start}")
   else:
     start = 0
-    state = finetune.load_pretrained(config, run.model, run.tx, state, log=run.writer.console,
-                                     vocabulary=data.vocabulary(run.dataset))
+    state = finetune.load_pretrained(config, run.model, run.tx, parallel.init(strategy, run.init_state),
+                                     log=run.writer.console, vocabulary=data.vocabulary(run.dataset))
   state = strategy.place(state)
   run.writer.truncate_after(start)
   run.writer.console(f"{num_params:,} parameters; {run.dataset.name}; {strategy.name} on "

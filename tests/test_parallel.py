@@ -178,3 +178,45 @@ def test_pmap_saves_one_replica_without_a_host_copy():
   for x, want in zip(jax.tree_util.tree_leaves(saved), jax.tree_util.tree_leaves(fresh)):
     assert x.sharding.device_set == {jax.local_devices()[0]} and x.shape == want.shape
     np.testing.assert_array_equal(np.asarray(x), np.asarray(want))
+
+
+def test_fsdp_state_is_never_whole_on_one_device(tmp_path):
+  """Init and resume under FSDP on 8 devices, watched by a thread that lists jax.live_arrays() every
+  millisecond: no single device ever holds an array of a sharded leaf's full shape (leaves larger than
+  the largest shard of any leaf, so that no shard can have such a shape)."""
+  import threading
+  config = tiny_config(**{"model.width": 64, "parallel.strategy": "mesh", "parallel.mesh_shape": "(1,8)",
+                          "train.steps": 10, "train.checkpoint_every": 5, "train.eval_every": 10})
+  run = train.Run(config, str(tmp_path / "probe"))
+  shapes = jax.eval_shape(run.init_state)
+  abstract = run.strategy.abstract(shapes)
+  leaves = jax.tree_util.tree_leaves(abstract)
+  largest_shard = max(np.prod(x.sharding.shard_shape(x.shape)) for x in leaves)
+  sharded = {x.shape for x in leaves if not x.sharding.is_fully_replicated and np.prod(x.shape) > largest_shard}
+  assert (64, 256) in sharded and (256, 64) in sharded  # the MLP kernels and their moments, among others
+  whole, stop = [], threading.Event()
+
+  def watch():
+    while not stop.is_set():
+      for x in jax.live_arrays():
+        try:
+          if x.shape in sharded and len(x.sharding.device_set) == 1:
+            whole.append(x.shape)
+        except Exception:  # deleted (donated) while being looked at
+          pass
+      time.sleep(0.001)
+
+  watcher = threading.Thread(target=watch, daemon=True)
+  watcher.start()
+  try:
+    state = parallel.init(run.strategy, run.init_state)
+    assert all(x.sharding.is_equivalent_to(a.sharding, x.ndim) for x, a in
+               zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(abstract)))
+    del state
+    train.train(config, str(tmp_path / "run"))  # init, 10 steps, checkpoints 5 and 10
+    config.train.steps = 15
+    train.train(config, str(tmp_path / "run"))  # restored into the sharded abstract state
+  finally:
+    stop.set()
+    watcher.join()
+  assert not whole, sorted(set(whole))[:5]
