@@ -4,7 +4,6 @@ The state is saved as a topology-free pytree (the strategy unreplicates it first
 abstract target that carries the shardings of the strategy that resumes, so a run saved on one device
 layout resumes on another.
 """
-import os
 import time
 
 import jax
@@ -13,7 +12,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from pretrain.errors import CheckpointError
-from pretrain import tree
+from pretrain import storage, tree
 
 
 class Checkpointer:
@@ -22,8 +21,12 @@ class Checkpointer:
   and the newest good one is used. Orbax deletes old checkpoints only after a newer one is committed."""
 
   def __init__(self, workdir: str, *, keep: int, async_save: bool = True):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    self._options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
+    self.directory = storage.join(workdir, "checkpoints")
+    # Object stores cannot rename a folder into place: there a step counts once its commit file is written.
+    atomicity = ({"atomicity_options": ocp.options.AtomicityOptions(mode=ocp.options.AtomicityMode.COMMIT_FILE)}
+                 if storage.is_remote(workdir) else {})
+    self._options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
+                                                 **atomicity)
     self.manager = self._manager()
 
   def _manager(self):
@@ -66,8 +69,7 @@ class Checkpointer:
   def restore_latest_good(self, abstract_state, warn) -> tuple[int | None, object]:
     """(step, state) of the newest checkpoint that restores, or (None, None) when there is none."""
     for step in sorted(self.manager.all_steps(), reverse=True):
-      folder = os.path.join(self.directory, str(step))
-      if not os.path.exists(os.path.join(folder, "commit_success.txt")):
+      if not storage.exists(storage.join(self.directory, str(step), "commit_success.txt")):
         self._quarantine(step, "it has no commit marker (a save that never finished)", warn)
         continue
       try:
@@ -79,10 +81,10 @@ class Checkpointer:
     return None, None
 
   def _quarantine(self, step: int, why: str, warn) -> None:
-    folder = os.path.join(self.directory, str(step))
+    folder = storage.join(self.directory, str(step))
     aside = f"{folder}.corrupt-{int(time.time())}"
-    if jax.process_index() == 0 and os.path.exists(folder):
-      os.rename(folder, aside)
+    if jax.process_index() == 0 and storage.exists(folder):
+      storage.move_folder(folder, aside)
     warn(f"warning: skipping checkpoint {folder}: {why}; moved to {aside}")
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f"quarantine checkpoint {step}")
@@ -109,7 +111,7 @@ def _first_line(e: Exception) -> str:
 def _reader(directory: str) -> ocp.CheckpointManager:
   """A manager that only reads another run's checkpoints. Restoring part of a saved tree needs its own
   manager with a PyTree handler: a Checkpointer's manager is bound to StandardSave/Restore of whole states."""
-  if not os.path.isdir(directory):
+  if not storage.path(directory).is_dir():
     raise CheckpointError(f"{directory} does not exist; point --config.init.workdir at a run directory of pretrain.main")
   return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
                                item_handlers=ocp.PyTreeCheckpointHandler())

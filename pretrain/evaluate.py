@@ -13,13 +13,12 @@ split "evaluate".
 """
 import json
 import math
-import os
 
 import jax
 import ml_collections
 from absl import flags
 
-from pretrain import checkpoint, cli, configlib, data, metrics, models, objectives, run_dir, step, tree
+from pretrain import checkpoint, cli, configlib, data, metrics, models, objectives, run_dir, step, storage, tree
 from pretrain.errors import CheckpointError, ConfigError
 
 FLAGS = flags.FLAGS
@@ -42,8 +41,7 @@ def eval_config(saved, given, overrides=()) -> ml_collections.ConfigDict:
 
 def checkpoint_step(workdir: str, at_step: int | None) -> int:
   """`at_step`, or the newest step, after checking that W holds that checkpoint."""
-  directory = os.path.join(workdir, "checkpoints")
-  steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(directory) else []
+  steps = sorted(int(d) for d in storage.listdir(storage.join(workdir, "checkpoints")) if d.isdigit())
   if not steps:
     raise CheckpointError(f"{workdir} has no checkpoint; train it with pretrain.main or import one with pretrain.hf")
   if at_step is not None and at_step not in steps:
@@ -66,7 +64,7 @@ def check_fits(config, dataset, workdir: str, at_step: int) -> None:
                             seq_len=data.seq_len(dataset, config.model.context))
   inputs = objectives.MODEL_INPUTS[config.objective](sample)
   want = jax.eval_shape(lambda: model.init(jax.random.key(0), inputs, train=False))
-  _, have = checkpoint.saved_tree(os.path.join(os.path.abspath(workdir), "checkpoints"), at_step)
+  _, have = checkpoint.saved_tree(storage.join(workdir, "checkpoints"), at_step)
   have = {"params": have["params"], **(have.get("model_state") or {})}
   want, have = tree.shapes(dict(want)), tree.shapes(have)
   problems = [f"{name}: checkpoint {have.get(name, 'missing')}, model {want.get(name, 'missing')}"

@@ -14,12 +14,11 @@ Names: a classifier keeps the family's network under `backbone/`, so a pretraine
 becomes `backbone/h_0/attn/c_attn/kernel`; the head (`head/...`) is new and keeps its fresh init.
 """
 import copy
-import os
 
 import jax
 import numpy as np
 
-from pretrain import checkpoint, ledger, optim, run_dir
+from pretrain import checkpoint, ledger, optim, run_dir, storage
 from pretrain.errors import CheckpointError, ConfigError
 
 MODES = ("full", "linear_probe", "scratch")
@@ -161,7 +160,7 @@ def load_pretrained(config, model, tx, state, log=print, vocabulary=None):
     return state
   check_vocabulary(init.workdir, vocabulary)
   saved = run_dir.saved_config(init.workdir)
-  directory = os.path.join(os.path.abspath(init.workdir), "checkpoints")
+  directory = storage.join(init.workdir, "checkpoints")
   step, saved_tree = checkpoint.saved_tree(directory, init.step or None)
   checkpoint_tree = {"params": saved_tree["params"], **(saved_tree.get("model_state") or {})}
   model_tree = {"params": state.params, **state.model_state}

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from pretrain import configlib
+from pretrain import configlib, storage
 from pretrain.errors import CheckpointError, ConfigError, PretrainError
 
 # Config groups whose change makes a checkpoint meaningless to continue from.
@@ -80,22 +80,22 @@ def _terminate_with_parent() -> None:
 def check_workdir(workdir: str) -> None:
   """Fails at start-up, before any work, when the workdir cannot be written."""
   try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write-test-{uuid.uuid4().hex}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise PretrainError(f"cannot write to --workdir {workdir} ({e.strerror or e}); pick a writable directory") from None
+    storage.make_dirs(workdir)
+    probe = storage.path(storage.join(workdir, f".write-test-{uuid.uuid4().hex}"))
+    probe.write_text("ok")
+    probe.unlink()
+  except Exception as e:  # OSError locally; an object store's client raises its own kinds too.
+    reason = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
+    raise PretrainError(f"cannot write to --workdir {workdir} ({reason}); pick a writable directory") from None
 
 
 def check_resume_config(workdir: str, config) -> None:
   """A workdir with checkpoints resumes only the same model, data and objective (unless allowed)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path) or not os.path.isdir(os.path.join(workdir, "checkpoints")):
+  path = storage.join(workdir, "config.json")
+  if not storage.exists(path) or not storage.path(storage.join(workdir, "checkpoints")).is_dir():
     return
   try:
-    saved = configlib.flatten(json.load(open(path)))
+    saved = configlib.flatten(json.loads(storage.read_text(path)))
   except ValueError:
     raise CheckpointError(f"{path} is not valid JSON; restore it or start a new --workdir") from None
   current = configlib.flatten(json.loads(configlib.to_json(config)))

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from pretrain import cli, configlib, data, metrics
+from pretrain import cli, configlib, data, metrics, storage
 
 FILENAME = "run.json"
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets", "numpy")
@@ -28,10 +28,8 @@ CODE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def read(workdir: str) -> dict | None:
   """The run's record, or None when the workdir has none (or it cannot be parsed)."""
-  path = os.path.join(workdir, FILENAME)
   try:
-    with open(path) as f:
-      return json.load(f)
+    return json.loads(storage.read_text(storage.join(workdir, FILENAME)))
   except (OSError, ValueError):
     return None
 
@@ -142,7 +140,4 @@ def _now() -> str:
 
 
 def _write(workdir: str, record: dict) -> None:
-  path = os.path.join(workdir, FILENAME)
-  with open(path + ".tmp", "w") as f:  # Replaced atomically: a kill never leaves half a record.
-    json.dump(record, f, indent=2, sort_keys=True)
-  os.replace(path + ".tmp", path)
+  storage.write_text(storage.join(workdir, FILENAME), json.dumps(record, indent=2, sort_keys=True))  # Whole, or not at all.

@@ -3,8 +3,12 @@ import json
 import math
 import os
 import sys
+import tempfile
+import time
 
 import numpy as np
+
+from pretrain import storage
 
 
 def summarize_eval(per_batch: list[dict]) -> dict:
@@ -48,37 +52,47 @@ def describe_references(out: dict) -> str:
 
 
 class MetricWriter:
-  """Only the writing process (process 0) writes; the others call it as a no-op."""
+  """metrics.jsonl and TensorBoard events. Only the writing process (process 0) writes; the others call it
+  as a no-op. On an object store, which cannot append, the file is written whole: at most every
+  FLUSH_SECONDS while rows come, and at each `flush()` (the loop calls it with every checkpoint) and
+  `close()`; TensorBoard writes to a local folder whose files are copied there at the same moments."""
+  FLUSH_SECONDS = 30
 
   def __init__(self, workdir: str, *, enabled: bool = True):
     self.enabled = enabled
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = storage.join(workdir, "metrics.jsonl")
+    self.remote = storage.is_remote(workdir)
+    self._tensorboard = storage.join(workdir, "tensorboard")
+    self._lines, self._flushed = None, time.monotonic()  # Remote: the whole file, as it will be written.
     self._tb = None
     if enabled:
       from tensorboardX import SummaryWriter  # Imported lazily: only the writing process needs it.
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
+      self._tb_local = tempfile.mkdtemp(prefix="pretrain-tensorboard-") if self.remote else self._tensorboard
+      self._tb = SummaryWriter(self._tb_local, flush_secs=self.FLUSH_SECONDS)
+
+  def _read_lines(self) -> list[str]:
+    return storage.read_text(self.path).splitlines(keepends=True) if storage.exists(self.path) else []
 
   def truncate_after(self, step: int) -> None:
     """Drops lines past `step`: a resumed run recomputes them, so each step is logged once."""
-    if not self.enabled or not os.path.exists(self.path):
+    if not self.enabled or not storage.exists(self.path):
+      self._lines = [] if self.remote else None
       return
     kept = []
-    for line in open(self.path):
+    for line in self._read_lines():
       try:
         if json.loads(line).get("step", 0) <= step:
-          kept.append(line)
+          kept.append(line if line.endswith("\n") else line + "\n")
       except ValueError:
         pass  # A line cut short by a kill.
-    with open(self.path + ".tmp", "w") as f:
-      f.writelines(kept)
-    os.replace(self.path + ".tmp", self.path)
+    storage.write_text(self.path, "".join(kept))
+    if self.remote:
+      self._lines = kept
 
   def count_events(self, key: str, up_to: int) -> int:
     """How many lines up to `step` carry `key`: e.g. steps already skipped before a resume."""
-    if not os.path.exists(self.path):
-      return 0
     count = 0
-    for line in open(self.path):
+    for line in self._read_lines():
       try:
         row = json.loads(line)
       except ValueError:
@@ -90,11 +104,35 @@ class MetricWriter:
     if not self.enabled:
       return
     row = {"step": int(step), "split": split, **{k: _plain(v) for k, v in metrics.items()}}
-    with open(self.path, "a") as f:
-      f.write(json.dumps(row) + "\n")
+    line = json.dumps(row) + "\n"
+    if self.remote:
+      if self._lines is None:
+        self._lines = self._read_lines()
+      self._lines.append(line)
+    else:
+      with open(self.path, "a") as f:
+        f.write(line)
     for k, v in row.items():
       if k not in ("step", "split") and isinstance(v, (int, float)):
         self._tb.add_scalar(f"{split}/{k}", v, step)
+    if self.remote and time.monotonic() - self._flushed > self.FLUSH_SECONDS:
+      self.flush()
+
+  def flush(self) -> None:
+    """Everything written so far is in the workdir (locally it always is, but for TensorBoard's buffer)."""
+    if self.enabled:
+      self._tb.flush()
+      self._upload()
+
+  def _upload(self) -> None:
+    if not self.remote:
+      return
+    if self._lines is not None:
+      storage.write_text(self.path, "".join(self._lines))
+    for name in os.listdir(self._tb_local):
+      with open(os.path.join(self._tb_local, name), "rb") as f:
+        storage.path(storage.join(self._tensorboard, name)).write_bytes(f.read())
+    self._flushed = time.monotonic()
 
   def console(self, text: str) -> None:
     if self.enabled:
@@ -103,15 +141,16 @@ class MetricWriter:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+      self._upload()
 
 
 def read(workdir: str) -> list[dict]:
   """The lines of DIR/metrics.jsonl in order; [] when there is none. A line cut short by a kill is skipped."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = storage.join(workdir, "metrics.jsonl")
+  if not storage.exists(path):
     return []
   rows = []
-  for line in open(path):
+  for line in storage.read_text(path).splitlines():
     try:
       rows.append(json.loads(line))
     except ValueError:

@@ -20,7 +20,7 @@ import os
 import numpy as np
 from absl import flags
 
-from pretrain import cli, configlib, ledger, metrics
+from pretrain import cli, configlib, ledger, metrics, storage
 from pretrain.errors import PretrainError
 
 flags.DEFINE_string("out", None, "Folder for report.md, report.csv and the plots; default: the workdirs' parent.")
@@ -62,11 +62,11 @@ def find_workdirs(paths) -> list[str]:
   """Each path if it is a workdir (has metrics.jsonl), else its subfolders that are."""
   found = []
   for path in paths:
-    if os.path.exists(os.path.join(path, "metrics.jsonl")):
+    if storage.exists(storage.join(path, "metrics.jsonl")):
       found.append(path)
       continue
-    subdirs = sorted(os.path.join(path, d) for d in os.listdir(path)) if os.path.isdir(path) else []
-    inside = [d for d in subdirs if os.path.exists(os.path.join(d, "metrics.jsonl"))]
+    subdirs = [storage.join(path, d) for d in storage.listdir(path)]
+    inside = [d for d in subdirs if storage.exists(storage.join(d, "metrics.jsonl"))]
     if not inside:
       raise PretrainError(f"{path} has no metrics.jsonl, nor do its subfolders; pass workdirs of pretrain.main "
                           "or a sweep's --root")
@@ -78,11 +78,10 @@ def load(workdir: str) -> Entry:
   record = ledger.read(workdir) or {}
   config = record.get("config")
   if config is None:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    path = storage.join(workdir, "config.json")
+    if not storage.exists(path):
       raise PretrainError(f"{workdir} has neither run.json nor config.json; is it a workdir of pretrain.main?")
-    with open(path) as f:
-      config = json.load(f)
+    config = json.loads(storage.read_text(path))
   flat = {key: tuple(v) if isinstance(v, list) else v for key, v in configlib.flatten(config).items()}  # hashable
   return Entry(workdir, flat, record, metrics.read(workdir))
 
@@ -269,7 +268,8 @@ def main(argv):
   if len(argv) < 2:
     raise PretrainError("pass workdirs or a sweep folder: python -m pretrain.report DIR... [--out DIR]")
   workdirs = find_workdirs(argv[1:])
-  out = FLAGS.out or os.path.commonpath([os.path.dirname(os.path.abspath(w)) for w in workdirs])
+  local = [w for w in workdirs if not storage.is_remote(w)]  # The report itself is written locally.
+  out = FLAGS.out or (os.path.commonpath([os.path.dirname(os.path.abspath(w)) for w in local]) if local else "report")
   path = write(out, workdirs, metric=FLAGS.metric)
   print(open(path).read())
   print(f"report: {path}, {os.path.join(out, 'report.csv')} and plots")

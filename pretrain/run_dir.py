@@ -1,10 +1,9 @@
 """Reading a finished or running workdir: its saved config, dataset, model and parameters."""
 import dataclasses
-import os
 
 import jax
 
-from pretrain import checkpoint, configlib, data, models, objectives, optim, step
+from pretrain import checkpoint, configlib, data, models, objectives, optim, step, storage
 from pretrain.errors import CheckpointError
 
 
@@ -19,10 +18,10 @@ class LoadedRun:
 
 
 def saved_config(workdir: str):
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  path = storage.join(workdir, "config.json")
+  if not storage.exists(path):
     raise CheckpointError(f"{workdir} has no config.json; is it a run directory of pretrain.main?")
-  return configlib.from_json(open(path).read())
+  return configlib.from_json(storage.read_text(path))
 
 
 def load(workdir: str, at_step: int | None = None, config=None) -> LoadedRun:

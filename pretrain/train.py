@@ -10,14 +10,13 @@ Init / resume order (one way, always):
      (seed, step), so the continuation is the uninterrupted run.
 """
 import functools
-import os
 import time
 
 import jax
 import numpy as np
 
 from pretrain import (checkpoint, configlib, data, finetune, guards, ledger, metrics, models, objectives, optim, parallel,
-                      step)
+                      step, storage)
 from pretrain.errors import ConfigError, Preempted, PretrainError
 
 
@@ -99,8 +98,7 @@ def _train(config, workdir: str, preemption) -> dict:
   guards.check_resume_config(workdir, config)  # Before anything is written into the workdir.
   t, strategy = config.train, run.strategy
   if run.process_index == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(configlib.to_json(config))
+    storage.write_text(storage.join(workdir, "config.json"), configlib.to_json(config))
   ledger.start(run)  # DIR/run.json: config, code version, packages, hardware; completed by ledger.finish.
   ckpt = checkpoint.Checkpointer(workdir, keep=t.keep_checkpoints, async_save=t.async_checkpoints)
   shapes = jax.eval_shape(run.init_state)  # Nothing is allocated until the state is built in its shards.
@@ -196,6 +194,7 @@ def _train(config, workdir: str, preemption) -> dict:
                            f"{final['bits_per_token']:.4f} bits/token{extra}")
       if save:
         ckpt.save(done, strategy.for_checkpoint(state))
+        run.writer.flush()  # On an object store, the rows up to this checkpoint are there with it.
       tick = time.perf_counter()
     ckpt.close()
   except BaseException:
