@@ -79,6 +79,10 @@ def _terminate_with_parent() -> None:
 
 def check_workdir(workdir: str) -> None:
   """Fails at start-up, before any work, when the workdir cannot be written."""
+  if str(workdir).startswith("s3://"):
+    raise PretrainError(f"--workdir {workdir}: Orbax writes checkpoint arrays through tensorstore's object-store "
+                        "driver only for gs:// paths, so checkpoints cannot go to s3://; use a gs:// bucket or a "
+                        "folder every host mounts (e.g. the bucket through mountpoint-s3)")
   try:
     storage.make_dirs(workdir)
     probe = storage.path(storage.join(workdir, f".write-test-{uuid.uuid4().hex}"))
