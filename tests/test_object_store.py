@@ -59,8 +59,9 @@ def _read(url, name):
     return r.read().decode()
 
 
-TINY = ["--config", "configs/quickstart.py:tiny", "--config.train.steps=30", "--config.train.checkpoint_every=10",
-        "--config.train.eval_every=10", "--config.train.log_every=5"]
+# Ten checkpoints: after the first is committed the run has ~5 s left here, so the kill lands mid-run.
+TINY = ["--config", "configs/quickstart.py:tiny", "--config.train.steps=100", "--config.train.checkpoint_every=10",
+        "--config.train.eval_every=50", "--config.train.log_every=10"]
 
 
 def test_gs_workdir_trains_resumes_evaluates_and_fine_tunes(gcs, tmp_path):
@@ -74,7 +75,7 @@ def test_gs_workdir_trains_resumes_evaluates_and_fine_tunes(gcs, tmp_path):
   proc.send_signal(signal.SIGKILL)
   out, _ = proc.communicate()
   assert proc.returncode == -9, out[-2000:]  # killed mid-run, after its first checkpoint
-  assert not [n for n in _objects(url, "run/checkpoints/") if n.startswith("run/checkpoints/30/")]
+  assert not _objects(url, "run/checkpoints/100/")
   assert not os.path.exists(os.path.join(ROOT, "gs:"))  # nothing went to a local folder named after the URL
   resumed = run_main(*TINY, "--workdir", "gs://bucket/run", env=env)
   assert "resumed from gs://bucket/run/checkpoints/" in resumed.stdout
@@ -89,10 +90,10 @@ def test_gs_workdir_trains_resumes_evaluates_and_fine_tunes(gcs, tmp_path):
 
   evaluated = run_main("--workdir", "gs://bucket/run", "--config", "configs/quickstart.py:tiny", env=env,
                        module="pretrain.evaluate")
-  assert json.loads(evaluated.stdout.strip().splitlines()[-1])["step"] == 30
+  assert json.loads(evaluated.stdout.strip().splitlines()[-1])["step"] == 100
   tuned = run_main("--config", "configs/quickstart_finetune.py:tiny", "--config.init.workdir=gs://bucket/run",
                    "--workdir", "gs://bucket/finetuned", env=env)
-  assert "init:" in tuned.stdout and "gs://bucket/run/checkpoints/30" in tuned.stdout
+  assert "init:" in tuned.stdout and "gs://bucket/run/checkpoints/100" in tuned.stdout
   assert "finetuned/checkpoints/" in " ".join(_objects(url, "finetuned/checkpoints/"))
 
 
