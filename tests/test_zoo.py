@@ -180,7 +180,7 @@ def test_lstm_is_causal_and_bert_is_not():
 
 def test_batchnorm_statistics_train_eval_and_pmap():
   """Training updates the running statistics from the batch, evaluation reads them and changes nothing;
-  under pmap every device ends with the average of what each would have computed alone."""
+  under pmap every device ends with the statistics of the whole global batch."""
   n, per_device = jax.local_device_count(), 4
   assert n == 8, "conftest gives 8 CPU devices"
   rng = np.random.default_rng(0)
@@ -205,12 +205,21 @@ def test_batchnorm_statistics_train_eval_and_pmap():
   a, b = float(evaluate(alone[0], only_row0)["loss_sum"]), float(evaluate(alone[0], others_changed)["loss_sum"])
   np.testing.assert_allclose(a, b, rtol=1e-5)  # eval normalizes with running statistics, not the batch's
 
-  train = jax.pmap(step.make_train_step(model, objectives.classification, tx, seed=0, axis_name="batch"),
+  # Under pmap BatchNorm synchronises over the data axis: every device normalizes with the whole global
+  # batch's statistics and keeps the running averages one device computes on all the rows.
+  synced = classifier.Classifier(resnet.ResNet((1, 1), (4, 8), data_axis="batch"), num_classes=3)
+  train = jax.pmap(step.make_train_step(synced, objectives.classification, tx, seed=0, axis_name="batch"),
                    axis_name="batch")
   replicated = jax.tree_util.tree_map(lambda x: np.broadcast_to(x, (n, *np.shape(x))), state)
-  means = stem(train(replicated, batch)[0])
-  assert np.allclose(means, means[0])  # one set of statistics on every device
-  np.testing.assert_allclose(means[0], np.mean([stem(s) for s in alone], axis=0), rtol=1e-4, atol=1e-5)
+  trained = train(replicated, batch)[0]
+  whole = single(state, {k: v.reshape(n * per_device, *v.shape[2:]) for k, v in batch.items()})[0]
+  stem_var = lambda s: np.asarray(s.model_state["batch_stats"]["backbone"]["stem_norm"]["var"])
+  for stat in (stem, stem_var):
+    per_device_stats = stat(trained)
+    assert np.allclose(per_device_stats, per_device_stats[0])  # one set of statistics on every device
+    np.testing.assert_allclose(per_device_stats[0], stat(whole), rtol=1e-4, atol=1e-5)
+  # The devices' rows have different means, so the global variance is not the mean of per-device ones.
+  assert not np.allclose(stem_var(whole), np.mean([stem_var(s) for s in alone], axis=0), rtol=1e-2)
 
 
 def test_objectives_refuse_families_they_cannot_train():
