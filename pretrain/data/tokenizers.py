@@ -13,6 +13,7 @@ Every tokenizer encodes a list of pieces at once (`encode_pieces`: the file toke
 on its own threads) and describes itself as a plain dict (`describe`), which prepared datasets store and
 run.json records so that a fine-tuning run can check that its ids mean what its backbone's meant.
 """
+import abc
 import hashlib
 import os
 
@@ -55,14 +56,17 @@ def digest(path: str) -> str:
   return h.hexdigest()[:16]
 
 
-class _Tokenizer:
+class _Tokenizer(abc.ABC):
+  """What every tokenizer offers; subclasses say how pieces become ids, ids become text, and how the
+  vocabulary is recorded (run.json, the fine-tuning check)."""
   kind: str
   binary = False  # Reads raw bytes rather than text.
   end_of_text: int | None = None
   vocab_size: int
 
+  @abc.abstractmethod
   def encode_pieces(self, pieces: list) -> list[np.ndarray]:
-    raise NotImplementedError
+    """The ids of each piece (str, or bytes when `binary`)."""
 
   def encode(self, text: str) -> np.ndarray:
     """The int32 ids of one text (cut into pieces where pre-tokenizers split, so the ids are the whole's)."""
@@ -70,11 +74,13 @@ class _Tokenizer:
     ids = self.encode_pieces(pieces)
     return np.concatenate(ids).astype(np.int32) if ids else np.zeros(0, np.int32)
 
+  @abc.abstractmethod
   def decode(self, ids) -> str:
-    raise NotImplementedError
+    """The text of `ids`."""
 
+  @abc.abstractmethod
   def describe(self) -> dict:
-    raise NotImplementedError
+    """What the ids mean, as JSON: compared between pretraining and fine-tuning."""
 
   @property
   def dtype(self):
