@@ -38,7 +38,7 @@ def main(argv=None):
   print(f"one H200 ({H200_BYTES / 2**30:.0f} GiB) x 8, state and gradients only: "
         f"{H200_BYTES / ((per_device + grads) / params) / 1e9:.1f}B parameters")
   if o.compile:
-    run.strategy.place(parallel.init(run.strategy, run.init_state))  # 1.5 GB over the 8 fake devices
+    run.strategy.place(parallel.init(run.init_state, abstract))  # 1.5 GB over the 8 fake devices
     fn = run.strategy.train(functools.partial(step.make_train_step, run.model, run.objective, run.tx, seed=0), 1)
     batch = run.strategy.batch(run.batches(0, 1), steps_axis=True)
     memory = fn.lower(abstract, batch).compile().memory_analysis()

@@ -14,7 +14,7 @@
   fetch(tree)             device results -> host numpy (one copy of replicated values)
 
 Checkpoints always hold global, unreplicated arrays, so any strategy resumes any other's checkpoint.
-`init(strategy, init_fn)` builds a fresh state straight into `abstract`'s shardings.
+`init(init_fn, abstract)` builds a fresh state straight into `abstract`'s shardings.
 """
 import re
 
@@ -230,10 +230,10 @@ class MeshStrategy(_GlobalReplicated):
     return jax.tree_util.tree_map(_host, tree)
 
 
-def init(strategy, init_fn):
-  """A fresh state, computed by one jitted `init_fn` whose outputs have `strategy.abstract`'s shardings:
-  under FSDP each device computes only its shards, so no device ever holds a whole parameter or moment."""
-  abstract = strategy.abstract(jax.eval_shape(init_fn))
+def init(init_fn, abstract):
+  """A fresh state, computed by one jitted `init_fn` whose outputs have the shardings of `abstract` (a
+  strategy's `abstract(...)`): under FSDP each device computes only its shards, so no device ever holds a
+  whole parameter or moment."""
   return jax.jit(init_fn, out_shardings=jax.tree_util.tree_map(lambda a: a.sharding, abstract))()
 
 

@@ -108,12 +108,13 @@ def _train(config, workdir: str, preemption) -> dict:
   flops_per_token = models.flops_per_token(config, num_params, position_params, run.model,
                                            step.variables(shapes.params, shapes.model_state), run.example_inputs)
   param_names = optim.param_names(shapes.params)
-  start, state = ckpt.restore_latest_good(strategy.abstract(shapes), warn=run.writer.console)
+  abstract = strategy.abstract(shapes)  # The restore target, and the shardings a fresh state is built in.
+  start, state = ckpt.restore_latest_good(abstract, warn=run.writer.console)
   if start is not None:
     run.writer.console(f"resumed from {ckpt.directory}/{start}")
   else:
     start = 0
-    state = finetune.load_pretrained(config, run.model, run.tx, parallel.init(strategy, run.init_state),
+    state = finetune.load_pretrained(config, run.model, run.tx, parallel.init(run.init_state, abstract),
                                      log=run.writer.console, vocabulary=data.vocabulary(run.dataset))
   state = strategy.place(state)
   run.writer.truncate_after(start)

@@ -209,7 +209,7 @@ def test_fsdp_state_is_never_whole_on_one_device(tmp_path):
   watcher = threading.Thread(target=watch, daemon=True)
   watcher.start()
   try:
-    state = parallel.init(run.strategy, run.init_state)
+    state = parallel.init(run.init_state, abstract)
     assert all(x.sharding.is_equivalent_to(a.sharding, x.ndim) for x, a in
                zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(abstract)))
     del state
