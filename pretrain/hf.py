@@ -247,6 +247,10 @@ def export_hf(workdir: str, hf_dir: str, at_step: int | None = None) -> None:
   if m.get("position", "learned") != "learned":
     raise ConfigError(f"{workdir} holds a GPT with model.position={m.position!r}; GPT-2 has learned position "
                       "embeddings, so only model.position=learned exports")
+  if m.get("qk_norm", False) or m.get("activation", "gelu") != "gelu":
+    raise ConfigError(f"{workdir} holds a GPT with qk_norm={m.get('qk_norm', False)}, activation="
+                      f"{m.get('activation', 'gelu')!r}; GPT-2 has neither QK-norm nor another activation than GELU, "
+                      "so only model.qk_norm=false, model.activation=gelu export")
   m.vocab_size, m.context = params["wte"]["embedding"].shape[0], params["wpe"]["embedding"].shape[0]
   for key, default in (("gelu_approximate", False), ("layer_norm_eps", 1e-5)):  # Configs saved before these existed.
     if key not in m:

@@ -30,6 +30,9 @@ class GPTConfig:
   param_dtype: Any = jnp.float32
   remat: str = "none"  # Rematerialise each block in the backward pass: "none", "full" or "dots" (keep matmul outputs).
   position: str = "learned"  # "learned" (wpe, GPT-2) or "rope" (rotary embeddings on queries and keys).
+  qk_norm: bool = False  # Queries and keys scaled to unit RMS per head before the dot product.
+  activation: str = "gelu"  # MLP nonlinearity: "gelu" or "relu2" (squared ReLU).
+  head_init: str = "normal"  # Untied lm_head's init: "normal" (std 0.02) or "zeros".
   causal: bool = True  # False: every position attends to all others (the BERT encoder reuses these blocks).
 
 
@@ -51,10 +54,20 @@ def gpt_config(config, dataset) -> GPTConfig:
                    attention_implementation=_attention(m.attention), param_dtype=_DTYPES[m.get("param_dtype", "float32")],
                    remat=m.get("remat", "none"), position=_position(m.get("position", "learned"), m),
                    # .get: configs saved before these fields existed keep their (default) behaviour.
-                   gelu_approximate=m.get("gelu_approximate", False), layer_norm_eps=m.get("layer_norm_eps", 1e-5))
+                   gelu_approximate=m.get("gelu_approximate", False), layer_norm_eps=m.get("layer_norm_eps", 1e-5),
+                   qk_norm=bool(m.get("qk_norm", False)), activation=_choice("model.activation", m.get("activation", "gelu"), ACTIVATIONS),
+                   head_init=_choice("model.head_init", m.get("head_init", "normal"), HEAD_INITS))
 
 
 POSITIONS = ("learned", "rope")
+ACTIVATIONS = ("gelu", "relu2")
+HEAD_INITS = ("normal", "zeros")
+
+
+def _choice(key: str, value: str, allowed) -> str:
+  if value not in allowed:
+    raise ConfigError(f"{key}={value!r} must be one of {allowed}")
+  return value
 
 
 def _position(name: str, m) -> str:
