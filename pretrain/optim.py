@@ -1,5 +1,6 @@
-"""AdamW with linear warmup, cosine decay to a floor, global-norm clipping, decay on matrices only; optional
-frozen parameters and per-group learning-rate multipliers, both chosen by regexes over parameter names."""
+"""AdamW (or Muon for hidden matrices beside AdamW for the rest) with linear warmup, then cosine decay or a
+constant phase and a linear cooldown to a floor; global-norm clipping, decay on matrices only; optional frozen
+parameters and per-group learning-rate multipliers, both chosen by regexes over parameter names."""
 import re
 
 import jax
@@ -9,12 +10,30 @@ from pretrain.errors import ConfigError
 from pretrain.tree import path_name as param_name
 
 
-def learning_rate(config):
+SCHEDULES = ("cosine", "wsd")
+OPTIMIZERS = ("adamw", "muon")
+
+
+def learning_rate(config, peak=None):
+  """The schedule of optim.lr (or of `peak`, with the same shape scaled, for Muon's matrices)."""
   o = config.optim
-  decay_steps = o.decay_steps or config.train.steps
-  return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=o.lr, warmup_steps=o.warmup_steps,
-      decay_steps=max(decay_steps, o.warmup_steps + 1), end_value=o.min_lr)
+  peak = o.lr if peak is None else peak
+  scale = peak / o.lr if o.lr else 0.0
+  decay_steps = max(o.decay_steps or config.train.steps, o.warmup_steps + 1)
+  schedule = o.get("schedule", "cosine")
+  if schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(init_value=0.0, peak_value=peak, warmup_steps=o.warmup_steps,
+                                              decay_steps=decay_steps, end_value=o.min_lr * scale)
+  if schedule != "wsd":
+    raise ConfigError(f"optim.schedule={schedule!r} must be one of {SCHEDULES}")
+  if not 0 < o.cooldown_fraction <= 1:
+    raise ConfigError(f"optim.cooldown_fraction={o.cooldown_fraction} must be in (0, 1]")
+  # Warmup, stable at the peak, then a linear cooldown over the last cooldown_fraction of the decay steps.
+  cooldown = max(1, round(o.cooldown_fraction * decay_steps))
+  stable = max(0, decay_steps - o.warmup_steps - cooldown)
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, peak, o.warmup_steps), optax.constant_schedule(peak),
+       optax.linear_schedule(peak, o.min_lr * scale, cooldown)], [o.warmup_steps, o.warmup_steps + stable])
 
 
 def decay_mask(no_decay=()):
@@ -78,11 +97,35 @@ def _scale_by_name(rules) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def make(config) -> optax.GradientTransformation:
+def _muon_or_adamw(config) -> optax.GradientTransformation:
+  """Muon for the matrices of Dense layers (2-D `kernel`s, but not those optim.muon_exclude names), AdamW for
+  embeddings, the head, norms and biases: orthogonalised momentum suits matrices acting on hidden states only."""
   o = config.optim
   adamw = optax.adamw(learning_rate(config), b1=o.beta1, b2=o.beta2, eps=o.eps,
                       weight_decay=o.weight_decay, mask=decay_mask(o.get("no_decay", ())))
-  tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), adamw) if o.grad_clip > 0 else adamw
+  name = o.get("name", "adamw")
+  if name == "adamw":
+    return adamw
+  if name != "muon":
+    raise ConfigError(f"optim.name={name!r} must be one of {OPTIMIZERS}")
+  excluded = compile_patterns("optim.muon_exclude", o.muon_exclude)
+  muon = optax.contrib.muon(learning_rate(config, peak=o.muon_lr), beta=o.muon_momentum,
+                            weight_decay=o.weight_decay)
+
+  def labels(params):
+    def label(path, p):
+      name = param_name(path)
+      hidden_matrix = p.ndim == 2 and name.endswith("kernel") and not any(r.search(name) for r in excluded)
+      return "muon" if hidden_matrix else "adamw"
+    return jax.tree_util.tree_map_with_path(label, params)
+
+  return optax.multi_transform({"muon": muon, "adamw": adamw}, labels)
+
+
+def make(config) -> optax.GradientTransformation:
+  o = config.optim
+  inner = _muon_or_adamw(config)
+  tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), inner) if o.grad_clip > 0 else inner
   rules = lr_multipliers(config)
   if rules:
     tx = optax.chain(tx, _scale_by_name(rules))
