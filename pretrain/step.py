@@ -64,16 +64,20 @@ def make_train_step(model, objective, tx, *, seed: int, accum_steps: int = 1, ax
     if axis_name is not None:
       grads, sums = jax.lax.psum((grads, sums), axis_name)
     grads = jax.tree_util.tree_map(lambda g: g / jnp.maximum(sums["count"], 1.0), grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)
-    # A non-finite loss or gradient never reaches the state: the update is dropped here, and the host
-    # decides (optim.skip_nonfinite) whether the run may go on.
+    # A non-finite loss or gradient never reaches the state: the update is computed only when both are
+    # finite (one scalar chooses the branch), and the host decides (optim.skip_nonfinite) whether to go on.
     finite = jnp.isfinite(sums["loss_sum"]) & jnp.isfinite(grad_norm)
-    keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
-    new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
-                              opt_state=keep(opt_state, state.opt_state), model_state=keep(model_state, state.model_state))
-    nonfinite_grads = jnp.stack([~jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)])
+
+    def apply(s):
+      updates, opt_state = tx.update(grads, s.opt_state, s.params)
+      return s.replace(params=optax.apply_updates(s.params, updates), opt_state=opt_state, model_state=model_state)
+
+    new_state = jax.lax.cond(finite, apply, lambda s: s, state).replace(step=state.step + 1)
+    # Which parameter groups went non-finite: the host names the first one; computed only for a bad step.
+    leaves = jax.tree_util.tree_leaves(grads)
+    nonfinite_grads = jax.lax.cond(finite, lambda g: jnp.zeros(len(leaves), bool),
+                                   lambda g: jnp.stack([~jnp.all(jnp.isfinite(x)) for x in g]), leaves)
     metrics = dict(sums, grad_norm=grad_norm, finite=finite, nonfinite_grads=nonfinite_grads)
     return new_state, metrics
 
