@@ -25,6 +25,7 @@ def commands(processes: int, devices: int, args: list[str], port: int):
   """(argv, extra environment) of every process."""
   if not any(a.startswith("--config.parallel.strategy") for a in args):
     args = [*args, "--config.parallel.strategy=mesh"]
+  args = [*args, f"--config.parallel.cpu_devices={devices}"]  # Over a config's own count (e.g. :cpu's 2).
   out = []
   for i in range(processes):
     env = {"PRETRAIN_COORDINATOR": f"127.0.0.1:{port}", "PRETRAIN_NUM_PROCESSES": str(processes),

@@ -51,6 +51,20 @@ def describe_references(out: dict) -> str:
   return "".join(parts)
 
 
+def _summary_writer_class():
+  """tensorboardX imports torch, when it is installed, only to accept torch tensors: 1.5 s of every start-up
+  for a writer that logs floats. The import is kept out while tensorboardX loads."""
+  hidden = "torch" not in sys.modules
+  if hidden:
+    sys.modules["torch"] = None  # `import torch` raises ImportError, which tensorboardX handles.
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    if hidden:
+      del sys.modules["torch"]
+  return SummaryWriter
+
+
 class MetricWriter:
   """metrics.jsonl and TensorBoard events. Only the writing process (process 0) writes; the others call it
   as a no-op. On an object store, which cannot append, the file is written whole: at most every
@@ -66,7 +80,7 @@ class MetricWriter:
     self._lines, self._flushed = None, time.monotonic()  # Remote: the whole file, as it will be written.
     self._tb = None
     if enabled:
-      from tensorboardX import SummaryWriter  # Imported lazily: only the writing process needs it.
+      SummaryWriter = _summary_writer_class()  # Imported lazily: only the writing process needs it.
       self._tb_local = tempfile.mkdtemp(prefix="pretrain-tensorboard-") if self.remote else self._tensorboard
       self._tb = SummaryWriter(self._tb_local, flush_secs=self.FLUSH_SECONDS)
 

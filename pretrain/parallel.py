@@ -248,7 +248,20 @@ def _parse_rule(rule: str):
 STRATEGIES = {"single": Single, "pmap": Pmap, "mesh": MeshStrategy}
 
 
+def set_cpu_devices(count: int) -> None:
+  """parallel.cpu_devices: split this machine's CPU into `count` XLA devices, so pmap or a mesh runs one
+  replica per core instead of one device threading every small op over all cores. Must come before JAX
+  first touches a device."""
+  if count <= 0:
+    return
+  jax.config.update("jax_num_cpu_devices", count)
+  if jax.default_backend() == "cpu" and jax.local_device_count() != count:
+    raise ConfigError(f"parallel.cpu_devices={count}, but JAX already runs {jax.local_device_count()} CPU devices "
+                      "(set before this run started, e.g. by XLA_FLAGS); leave parallel.cpu_devices=0")
+
+
 def make(config):
+  set_cpu_devices(config.parallel.get("cpu_devices", 0))
   try:
     cls = STRATEGIES[config.parallel.strategy]
   except KeyError:

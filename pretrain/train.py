@@ -10,6 +10,7 @@ Init / resume order (one way, always):
      (seed, step), so the continuation is the uninterrupted run.
 """
 import functools
+import os
 import time
 
 import jax
@@ -30,8 +31,8 @@ class Run:
   def __init__(self, config, workdir: str):
     config = finetune.resolve_config(config)  # A pretrained backbone's architecture, for fine-tuning runs.
     self.config, self.workdir = config, workdir
+    self.strategy = parallel.make(config)  # First to touch the devices: it may set their number.
     self.process_index, self.process_count = jax.process_index(), jax.process_count()
-    self.strategy = parallel.make(config)
     configlib.validate(config, num_devices=self.strategy.num_devices)
     self.dataset = data.load(config)
     self.seq_len = data.seq_len(self.dataset, config.model.context)
@@ -81,12 +82,24 @@ class Run:
     return out
 
 
+def enable_compilation_cache(config) -> None:
+  """train.compilation_cache: compiled steps persist under $PRETRAIN_COMPILATION_CACHE (default
+  ~/.cache/pretrain/compilation), so a rerun of the same shapes loads them instead of compiling. A cache
+  directory JAX already has (JAX_COMPILATION_CACHE_DIR) is kept."""
+  if not config.train.compilation_cache or jax.config.jax_compilation_cache_dir:
+    return
+  directory = os.environ.get("PRETRAIN_COMPILATION_CACHE") or os.path.expanduser("~/.cache/pretrain/compilation")
+  jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # The eval step and init too, not only the train step.
+
+
 def train(config, workdir: str) -> dict:
   """Trains (or resumes) the run in `workdir`; returns the final eval metrics.
 
   Raises Preempted after SIGTERM/SIGINT (a checkpoint of the current step is saved first), and
   PretrainError for a non-finite step beyond `optim.skip_nonfinite` (nothing is saved then).
   """
+  enable_compilation_cache(config)
   with guards.Preemption() as preemption:  # From the start: a signal during setup is honoured too.
     return _train(config, workdir, preemption)
 
