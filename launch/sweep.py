@@ -2,7 +2,7 @@
 
   python -m launch.sweep --config configs/NAME.py[:VARIANT] --sweep model.num_layers=2,4,8 \\
       --sweep optim.lr=1e-3,3e-4 [--zip KEY=V1,V2 --zip KEY2=W1,W2] --seeds 3 --root DIR \\
-      [--parallel N] [--slurm FILE] [--config.a.b=value ...]
+      [--parallel N] [--slurm FILE] [--target LOSS] [--config.a.b=value ...]
 
 - The grid is the product of the --sweep axes; all --zip axes move together (equal lengths) as one more
   axis. Every setting runs --seeds times, with --config.seed=0..SEEDS-1. Plain --config.a.b=value
@@ -41,6 +41,7 @@ flags.DEFINE_integer("parallel", 1, "Runs at once on this machine; with --slurm,
 flags.DEFINE_string("slurm", None, "Write an sbatch array script (one task per unfinished run) to this file instead "
                     "of running.")
 flags.DEFINE_multi_string("sbatch", [], "Extra `#SBATCH` option for --slurm, e.g. --sbatch=--gres=gpu:1 (repeatable).")
+flags.DEFINE_float("target", None, "A val loss: the report adds the steps and training seconds each setting took to reach it.")
 FLAGS = flags.FLAGS
 
 
@@ -223,7 +224,7 @@ def main(argv):
     from pretrain import report  # Imported here: matplotlib is needed only now.
     keys = [parse_axis(spec, "sweep")[0] for spec in FLAGS.sweep + FLAGS.zip]
     path = report.write(FLAGS.root, finished, keys=keys, command=ledger.command_line(),
-                        failures=[(run.name, error) for run, error in failures])
+                        failures=[(run.name, error) for run, error in failures], target=FLAGS.target)
     print(f"sweep: report in {path}")
   if failures:
     print(f"sweep: {len(failures)} run(s) failed:", file=sys.stderr)

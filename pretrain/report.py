@@ -1,6 +1,6 @@
 """Final metrics and curves of any set of workdirs: a table with mean ± std over seeds per setting, and plots.
 
-  python -m pretrain.report DIR... [--out DIR] [--metric val.loss]
+  python -m pretrain.report DIR... [--out DIR] [--metric val.loss] [--target 1.88]
 
 Each DIR is a workdir of pretrain.main or a folder of them (a sweep's --root). The swept keys are the
 config keys whose values differ across the workdirs, the seed excepted: runs that differ only in their
@@ -9,7 +9,8 @@ metrics line at train.steps) enter the table; the others are listed under it wit
 
 Writes OUT/report.md, OUT/report.csv (one row per setting), OUT/loss_curves.png (train and val loss of
 every run, one colour per setting) and OUT/<metric>_vs_<key>.png for each swept key. OUT defaults to the
-folder that holds the workdirs.
+folder that holds the workdirs. --target LOSS adds, per setting, the first evaluated step whose val loss is at
+most LOSS and the training seconds up to it (from the train lines' tokens/s: evaluations and start-up excluded).
 """
 import csv
 import dataclasses
@@ -26,6 +27,7 @@ from pretrain.errors import PretrainError
 flags.DEFINE_string("out", None, "Folder for report.md, report.csv and the plots; default: the workdirs' parent.")
 flags.DEFINE_string("metric", "val.loss", "Final metric plotted against each swept value: SPLIT.KEY of "
                     "metrics.jsonl (e.g. val.bits_above_entropy) or wall_s.")
+flags.DEFINE_float("target", None, "A val loss: report the steps and training seconds each run took to reach it.")
 FLAGS = flags.FLAGS
 
 # (metric, column title): a column appears when some run has the metric.
@@ -56,6 +58,20 @@ class Entry:
     split, _, key = metric.partition(".")
     last = [row for row in self.rows if row.get("split") == split and key in row]
     return last[-1][key] if last else None
+
+  def to_target(self, target: float) -> tuple[float, float] | None:
+    """(step, training seconds) of the first evaluation with val loss <= target; None if none reached it."""
+    reached = [row["step"] for row in self.rows if row.get("split") == "val" and row.get("loss", math.inf) <= target]
+    if not reached:
+      return None
+    tokens_per_step = self.config.get("train.batch_size", 0) * self.config.get("model.context", 0)
+    seconds, previous = 0.0, 0
+    for row in sorted((r for r in self.rows if r.get("split") == "train" and r.get("tokens_per_s")), key=lambda r: r["step"]):
+      if previous >= reached[0]:
+        break
+      seconds += (row["step"] - previous) * tokens_per_step / row["tokens_per_s"]
+      previous = row["step"]
+    return float(reached[0]), seconds
 
 
 def find_workdirs(paths) -> list[str]:
@@ -109,7 +125,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def write(out: str, workdirs: list[str], *, keys: list[str] | None = None, metric: str = "val.loss",
-          command: str | None = None, failures=()) -> str:
+          command: str | None = None, failures=(), target: float | None = None) -> str:
   """Writes report.md, report.csv and the PNG plots into `out`; returns the path of report.md. `keys` are
   the swept keys (a sweep knows them); by default, those whose values differ across the runs."""
   entries = [load(w) for w in workdirs]
@@ -126,9 +142,11 @@ def write(out: str, workdirs: list[str], *, keys: list[str] | None = None, metri
   os.makedirs(out, exist_ok=True)
 
   table = [[*map(_show, setting), str(len(runs)),
-            *(_mean_std_text([v for v in (e.final(m) for e in runs) if v is not None], m) for m, _ in columns)]
+            *(_mean_std_text([v for v in (e.final(m) for e in runs) if v is not None], m) for m, _ in columns),
+            *([] if target is None else _target_cells(runs, target))]
            for setting, runs in groups]
-  header = [*keys, "seeds", *(title for _, title in columns)]
+  header = [*keys, "seeds", *(title for _, title in columns),
+            *([] if target is None else [f"steps to val {target:g}", f"train s to val {target:g}"])]
   with open(os.path.join(out, "report.csv"), "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow([*keys, "seeds", *(f"{m}_{stat}" for m, _ in columns for stat in ("mean", "std"))])
@@ -165,11 +183,18 @@ def write(out: str, workdirs: list[str], *, keys: list[str] | None = None, metri
   return path
 
 
+def _target_cells(runs, target) -> list[str]:
+  reached = [r for r in (e.to_target(target) for e in runs) if r is not None]
+  if len(reached) < len(runs):
+    return [f"not reached by {len(runs) - len(reached)} of {len(runs)}"] * 2
+  return [_mean_std_text([r[0] for r in reached], "wall_s"), _mean_std_text([r[1] for r in reached], "seconds")]
+
+
 def _mean_std_text(values, metric) -> str:
   if not values:
     return "–"
   mean, std = mean_std(values)
-  digits = 0 if metric == "wall_s" else 4
+  digits = {"wall_s": 0, "seconds": 1}.get(metric, 4)
   return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if len(values) > 1 else "")
 
 
@@ -270,7 +295,7 @@ def main(argv):
   workdirs = find_workdirs(argv[1:])
   local = [w for w in workdirs if not storage.is_remote(w)]  # The report itself is written locally.
   out = FLAGS.out or (os.path.commonpath([os.path.dirname(os.path.abspath(w)) for w in local]) if local else "report")
-  path = write(out, workdirs, metric=FLAGS.metric)
+  path = write(out, workdirs, metric=FLAGS.metric, target=FLAGS.target)
   print(open(path).read())
   print(f"report: {path}, {os.path.join(out, 'report.csv')} and plots")
 

@@ -97,6 +97,27 @@ def test_report_groups_by_keys_every_run_has_and_that_differ():
   assert [(setting, [e.config["seed"] for e in runs]) for setting, runs in groups] == [((1,), [0, 1]), ((2,), [0, 1])]
 
 
+def test_report_steps_and_train_seconds_to_a_target_loss(tmp_path):
+  from pretrain import report
+  config = {"seed": 0, "train.steps": 30, "train.batch_size": 2, "model.context": 5, "model.num_layers": 1}
+  rows = [{"split": "train", "step": 10, "tokens_per_s": 10.0, "loss": 3.0},  # 10 steps x 10 tokens: 10 s
+          {"split": "val", "step": 10, "loss": 2.5},
+          {"split": "train", "step": 20, "tokens_per_s": 20.0, "loss": 2.0},  # 5 s more
+          {"split": "val", "step": 20, "loss": 1.9},
+          {"split": "train", "step": 30, "tokens_per_s": 20.0, "loss": 1.8},
+          {"split": "val", "step": 30, "loss": 1.7}]
+  entry = report.Entry("w", config, {}, rows)
+  assert entry.to_target(2.0) == (20.0, 15.0)
+  assert entry.to_target(1.0) is None
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "config.json").write_text(json.dumps({"seed": 0, "train": {"steps": 30, "batch_size": 2},
+                                                   "model": {"context": 5, "num_layers": 1}}))
+  (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  text = open(report.write(str(tmp_path), [str(workdir)], target=1.9)).read()
+  assert "| steps to val 1.9 | train s to val 1.9 |" in text and "| 20 | 15.0 |" in text, text
+
+
 # --- a real sweep of tiny runs --------------------------------------------------------------------------
 
 ZIPPED = ["--zip", "model.num_layers=1,2,1", "--zip", "model.num_heads=4,4,3"]  # (1, 3) cannot work: width 32
