@@ -68,6 +68,9 @@ def get_config(variant=None):
   c.model.layer_norm_eps = 1e-5  # Epsilon of every LayerNorm (GPT-2: 1e-5).
   c.model.position = "learned"  # Where order comes from: "learned" embeddings added to the input (GPT-2, nanoGPT), or "rope" (rotary, on queries and keys; no wpe).
   c.model.tie_embeddings = True  # Output head shares the token embedding matrix.
+  c.model.head_init = "normal"  # Untied head (tie_embeddings=False): "normal" (std 0.02) or "zeros" (starts at uniform predictions).
+  c.model.qk_norm = False  # GPT/BERT: queries and keys scaled to unit RMS per head (bounded attention logits, higher stable lr).
+  c.model.activation = "gelu"  # GPT/BERT MLP: "gelu" (GPT-2) or "relu2" (squared ReLU, Primer / modded-nanogpt).
   c.model.dtype = "float32"  # Compute dtype ("bfloat16" halves activation traffic); params stay float32.
   c.model.param_dtype = "float32"  # Parameter (and optimizer state) dtype.
   c.model.remat = "none"  # Recompute blocks in the backward pass to save memory: "none", "full", "dots".
@@ -79,10 +82,16 @@ def get_config(variant=None):
   c.model.head.pooling = "mean"  # Features [B, ..., D] -> [B, D]: "mean" over positions, or the "last" or "first" one.
 
   c.optim = ml_collections.ConfigDict()
-  c.optim.lr = 1e-3  # Peak learning rate after warmup.
-  c.optim.min_lr = 1e-4  # Cosine decay ends here.
+  c.optim.name = "adamw"  # "adamw", or "muon": Muon (optax.contrib.muon) for Dense kernels, AdamW for the other parameters.
+  c.optim.lr = 1e-3  # Peak learning rate after warmup (AdamW's).
+  c.optim.min_lr = 1e-4  # The schedule ends here (Muon's ends at min_lr * muon_lr / lr).
   c.optim.warmup_steps = 100  # Linear warmup from 0.
-  c.optim.decay_steps = 0  # Cosine decay length including warmup; 0 means train.steps.
+  c.optim.schedule = "cosine"  # After warmup: "cosine" decay to min_lr, or "wsd": constant, then a linear cooldown to min_lr.
+  c.optim.cooldown_fraction = 0.4  # schedule=wsd: the last fraction of decay_steps spent cooling down.
+  c.optim.decay_steps = 0  # Schedule length including warmup; 0 means train.steps.
+  c.optim.muon_lr = 0.02  # name=muon: peak learning rate of the Muon-updated matrices (same schedule shape as lr).
+  c.optim.muon_momentum = 0.95  # name=muon: Nesterov momentum of Muon.
+  c.optim.muon_exclude = ("^lm_head/",)  # name=muon: regexes of Dense kernels left to AdamW (the output head by default).
   c.optim.beta1 = 0.9
   c.optim.beta2 = 0.99
   c.optim.eps = 1e-8
@@ -103,6 +112,7 @@ def get_config(variant=None):
   c.train.checkpoint_every = 250  # Steps between checkpoints (and one at the end).
   c.train.keep_checkpoints = 3  # Newest checkpoints kept on disk.
   c.train.prefetch = 2  # Host batches built ahead by a background thread while the device computes; 0: none.
+  c.train.compilation_cache = True  # Keep compiled steps in $PRETRAIN_COMPILATION_CACHE (~/.cache/pretrain/compilation): reruns skip compiling.
   c.train.donate = True  # Donate the train state to the jitted step, so its buffers are updated in place.
   c.train.async_checkpoints = True  # Write checkpoints in the background while training continues.
   c.train.allow_config_change = False  # Resume a workdir whose saved model/data/objective config differs.
@@ -123,6 +133,7 @@ def get_config(variant=None):
 
   c.parallel = ml_collections.ConfigDict()
   c.parallel.strategy = "single"  # "single" (jax.jit, one device), "pmap" (all local devices) or "mesh" (jit over a Mesh).
+  c.parallel.cpu_devices = 0  # >0: run the CPU as this many XLA devices (e.g. 2 with strategy=pmap on 2 cores); 0: as XLA starts it.
   c.parallel.mesh_shape = (-1, 1)  # mesh: (data, fsdp) axis sizes; -1 takes the remaining devices.
   c.parallel.fsdp_rules = ()  # mesh: "REGEX=DIM" entries choosing the dim a parameter is sharded on over fsdp; default the largest divisible dim.
 

@@ -52,6 +52,38 @@ def get_config(variant=None):
     c.train.log_every = 50
     c.train.steps_per_call = 10  # Same updates as one per call, less dispatch overhead per step.
     c.eval.batches = 20
+    # Speed levers (BENCHMARKS.md): bfloat16 matmuls, and the 2 cores as 2 devices under pmap, each
+    # computing half the batch, instead of one device spreading every small kernel over both cores.
+    c.model.dtype = "bfloat16"
+    c.parallel.strategy = "pmap"
+    c.parallel.cpu_devices = 2
+  elif variant == "speedrun":
+    # :cpu's model shape with the speedrun levers; each is measured in REPRODUCTIONS.md's ablation.
+    c.model.num_layers = 4
+    c.model.num_heads = 4
+    c.model.width = 128
+    c.model.context = 64
+    c.model.dropout = 0.0
+    c.model.qk_norm = True
+    c.model.activation = "relu2"
+    c.model.tie_embeddings = False
+    c.model.head_init = "zeros"
+    c.model.dtype = "bfloat16"
+    c.optim.name = "muon"
+    c.optim.muon_lr = 0.02
+    c.optim.muon_momentum = 0.9
+    c.optim.lr = 2e-2  # AdamW's, for the embedding, head and gains.
+    c.optim.min_lr = 0.0
+    c.optim.warmup_steps = 0
+    c.optim.schedule = "wsd"
+    c.optim.cooldown_fraction = 0.5
+    c.train.batch_size = 32  # Larger matmuls than :cpu's 12 rows, and Muon's cost is spread over more tokens.
+    c.train.steps = 160
+    c.train.steps_per_call = 10
+    c.train.log_every = 40
+    c.train.eval_every = 160
+    c.train.checkpoint_every = 160
+    c.eval.batches = 0  # The one evaluation, at the end, covers the whole validation split.
   elif variant:
-    raise KeyError(f"unknown variant {variant!r}; use configs/shakespeare_char.py or :cpu")
+    raise KeyError(f"unknown variant {variant!r}; use configs/shakespeare_char.py, :cpu or :speedrun")
   return c
