@@ -10,7 +10,8 @@ metrics line at train.steps) enter the table; the others are listed under it wit
 Writes OUT/report.md, OUT/report.csv (one row per setting), OUT/loss_curves.png (train and val loss of
 every run, one colour per setting) and OUT/<metric>_vs_<key>.png for each swept key. OUT defaults to the
 folder that holds the workdirs. --target LOSS adds, per setting, the first evaluated step whose val loss is at
-most LOSS and the training seconds up to it (from the train lines' tokens/s: evaluations and start-up excluded).
+most LOSS and the training seconds up to it (at the run's median train tokens/s: evaluations, start-up and
+compilation excluded).
 """
 import csv
 import dataclasses
@@ -60,18 +61,17 @@ class Entry:
     return last[-1][key] if last else None
 
   def to_target(self, target: float) -> tuple[float, float] | None:
-    """(step, training seconds) of the first evaluation with val loss <= target; None if none reached it."""
+    """(step, training seconds) of the first evaluation with val loss <= target; None if none reached it.
+    Seconds are steps x tokens per step at the run's median train tokens/s, without its first window (which
+    holds compilation), so they compare recipes, not start-ups."""
     reached = [row["step"] for row in self.rows if row.get("split") == "val" and row.get("loss", math.inf) <= target]
     if not reached:
       return None
+    speeds = [r["tokens_per_s"] for r in sorted((r for r in self.rows if r.get("split") == "train" and r.get("tokens_per_s")),
+                                                key=lambda r: r["step"])]
     tokens_per_step = self.config.get("train.batch_size", 0) * self.config.get("model.context", 0)
-    seconds, previous = 0.0, 0
-    for row in sorted((r for r in self.rows if r.get("split") == "train" and r.get("tokens_per_s")), key=lambda r: r["step"]):
-      if previous >= reached[0]:
-        break
-      seconds += (row["step"] - previous) * tokens_per_step / row["tokens_per_s"]
-      previous = row["step"]
-    return float(reached[0]), seconds
+    speed = float(np.median(speeds[1:] if len(speeds) > 1 else speeds))
+    return float(reached[0]), reached[0] * tokens_per_step / speed
 
 
 def find_workdirs(paths) -> list[str]:

@@ -100,14 +100,14 @@ def test_report_groups_by_keys_every_run_has_and_that_differ():
 def test_report_steps_and_train_seconds_to_a_target_loss(tmp_path):
   from pretrain import report
   config = {"seed": 0, "train.steps": 30, "train.batch_size": 2, "model.context": 5, "model.num_layers": 1}
-  rows = [{"split": "train", "step": 10, "tokens_per_s": 10.0, "loss": 3.0},  # 10 steps x 10 tokens: 10 s
+  rows = [{"split": "train", "step": 10, "tokens_per_s": 1.0, "loss": 3.0},  # compiling: not the run's speed
           {"split": "val", "step": 10, "loss": 2.5},
-          {"split": "train", "step": 20, "tokens_per_s": 20.0, "loss": 2.0},  # 5 s more
-          {"split": "val", "step": 20, "loss": 1.9},
+          {"split": "train", "step": 20, "tokens_per_s": 20.0, "loss": 2.0},
+          {"split": "val", "step": 20, "loss": 1.9},  # 20 steps x 10 tokens at 20 tokens/s: 10 s
           {"split": "train", "step": 30, "tokens_per_s": 20.0, "loss": 1.8},
           {"split": "val", "step": 30, "loss": 1.7}]
   entry = report.Entry("w", config, {}, rows)
-  assert entry.to_target(2.0) == (20.0, 15.0)
+  assert entry.to_target(2.0) == (20.0, 10.0)
   assert entry.to_target(1.0) is None
   workdir = tmp_path / "run"
   workdir.mkdir()
@@ -115,7 +115,7 @@ def test_report_steps_and_train_seconds_to_a_target_loss(tmp_path):
                                                    "model": {"context": 5, "num_layers": 1}}))
   (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
   text = open(report.write(str(tmp_path), [str(workdir)], target=1.9)).read()
-  assert "| steps to val 1.9 | train s to val 1.9 |" in text and "| 20 | 15.0 |" in text, text
+  assert "| steps to val 1.9 | train s to val 1.9 |" in text and "| 20 | 10.0 |" in text, text
 
 
 # --- a real sweep of tiny runs --------------------------------------------------------------------------
