@@ -205,6 +205,10 @@ def import_hf(hf_dir: str, workdir: str, config=None):
   if config is None:
     config = configlib.load(BASE_CONFIG)
     config.data.name = "text"  # Text is what a GPT-2 reads; --config.data.path names it when fine-tuning.
+  # The model is GPT-2 as Transformers computes it: every model field not read from hf_dir takes its default
+  # (float32, GELU, no QK-norm), whatever the config given for the data chooses for its own models.
+  with config.unlocked():
+    config.model = configlib.load(BASE_CONFIG).model
   for key, value in model_section(hf).items():
     config.model[key] = value
   config.objective = "next_token"
