@@ -164,7 +164,8 @@ def test_multiprocess_dry_run_prints_each_process():
   for i, line in enumerate(out):
     assert f"PRETRAIN_PROCESS_ID={i}" in line and "PRETRAIN_COORDINATOR=127.0.0.1:1234" in line
     assert "--xla_force_host_platform_device_count=2" in line
-    assert line.endswith("-m pretrain.main --config c.py --workdir w --config.parallel.strategy=mesh")
+    assert line.endswith("-m pretrain.main --config c.py --workdir w --config.parallel.strategy=mesh "
+                         "--config.parallel.cpu_devices=2")
 
 
 def test_pmap_saves_one_replica_without_a_host_copy():
