@@ -1,4 +1,4 @@
-"""Tests run on 8 fake CPU devices (for the parallel strategies) with a private dataset cache."""
+"""Tests run on 8 fake CPU devices (for the parallel strategies) with a private dataset and compilation cache."""
 import os
 import subprocess
 import sys
@@ -15,6 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def data_dir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("datasets"))
   os.environ["PRETRAIN_DATA_DIR"] = path
+  # Compiled steps are cached for this session only (runs in subprocesses share it), not in ~/.cache.
+  os.environ["PRETRAIN_COMPILATION_CACHE"] = str(tmp_path_factory.mktemp("compilation"))
   return path
 
 
