@@ -25,10 +25,6 @@ from absl import flags
 from pretrain import cli, configlib, ledger, metrics, storage
 from pretrain.errors import PretrainError
 
-flags.DEFINE_string("out", None, "Folder for report.md, report.csv and the plots; default: the workdirs' parent.")
-flags.DEFINE_string("metric", "val.loss", "Final metric plotted against each swept value: SPLIT.KEY of "
-                    "metrics.jsonl (e.g. val.bits_above_entropy) or wall_s.")
-flags.DEFINE_float("target", None, "A val loss: report the steps and training seconds each run took to reach it.")
 FLAGS = flags.FLAGS
 
 # (metric, column title): a column appears when some run has the metric.
@@ -300,5 +296,14 @@ def main(argv):
   print(f"report: {path}, {os.path.join(out, 'report.csv')} and plots")
 
 
+def define_flags():
+  """Only when run as a program, so that importing this module (launch.sweep does) defines no flag twice."""
+  flags.DEFINE_string("out", None, "Folder for report.md, report.csv and the plots; default: the workdirs' parent.")
+  flags.DEFINE_string("metric", "val.loss", "Final metric plotted against each swept value: SPLIT.KEY of "
+                      "metrics.jsonl (e.g. val.bits_above_entropy) or wall_s.")
+  flags.DEFINE_float("target", None, "A val loss: report the steps and training seconds each run took to reach it.")
+
+
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)
