@@ -234,7 +234,7 @@ def _pyplot():
 
 def _plot_curves(groups, keys, path) -> str:
   plt = _pyplot()
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4 + 0.22 * len(groups)))
   for i, (setting, runs) in enumerate(groups):
     for j, entry in enumerate(runs):
       for ax, split in zip(axes, ("train", "val")):
@@ -245,8 +245,10 @@ def _plot_curves(groups, keys, path) -> str:
   for ax, split in zip(axes, ("train", "val")):
     ax.set(xlabel="step", ylabel="loss (nats/token)", title=f"{split} loss")
     ax.grid(alpha=0.3)
-  axes[0].legend(fontsize=8)
-  fig.tight_layout()
+  # Below both plots, one line per setting: labels of many swept keys are too long to sit on an axis.
+  handles, labels = axes[0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="lower center", fontsize=7, ncol=1, frameon=False)
+  fig.tight_layout(rect=(0, min(0.5, 0.03 * len(labels) + 0.02), 1, 1))
   fig.savefig(path, dpi=110)
   plt.close(fig)
   return path
