@@ -7,9 +7,9 @@ Hardware:  default: one GPU (6 layers, 6 heads, width 384, context 256, batch 64
            :speedrun: the fastest way found to val loss <= 1.88 on this 2-core CPU.
 Expected:  :cpu val loss 1.778 at 2000 steps (nanoGPT: 1.8857), about 80 s on a 2-core CPU; default:
            nanoGPT reaches ~1.47 with learned positions (not measured here).
-           :speedrun: 24 s for the whole command with a warm compilation cache (nanoGPT's 2000 iterations:
-           97 s of training in the same session), whole-split val loss 1.819 (seed 0) / 1.834 (seed 1);
-           2026-12-02, ../shared/checks/13-speedrun.
+           :speedrun: 24-34 s for the whole command with a warm compilation cache (nanoGPT's 2000 iterations:
+           97-101 s of training in the same session), whole-split val loss 1.8311 (seed 0) / 1.8225 (seed 1);
+           2026-12-02, ../shared/checks/13-speedrun and REPRODUCTIONS.md.
 Data:      the first 90% of the characters train, the last 10% validate, as in nanoGPT.
 
 Every hyperparameter of :cpu is nanoGPT's; the departures are rotary position embeddings
