@@ -8,7 +8,6 @@ on one H200.
 memory per device: activations, gathered layers and gradients in flight.
 """
 import argparse
-import functools
 import os
 
 import jax
@@ -21,11 +20,11 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__)
   p.add_argument("--compile", action="store_true")
   o = p.parse_args(argv)
-  from pretrain import configlib, parallel, step, train
+  from pretrain import configlib, parallel, train
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   config = configlib.load(os.path.join(root, "configs/gpt2_124m.py:bench"), [
       ("parallel.strategy", "mesh"), ("parallel.mesh_shape", "(1,8)"), ("train.batch_size", "96"),
-      ("optim.accum_steps", "1"), ("model.attention", "xla")])
+      ("optim.accum_steps", "1"), ("train.steps_per_call", "1"), ("model.attention", "xla")])
   run = train.Run(config, "/tmp/unused-fsdp-capacity")
   abstract = run.strategy.abstract(jax.eval_shape(run.init_state))
   params = train.count_params(abstract.params)
@@ -39,7 +38,7 @@ def main(argv=None):
         f"{H200_BYTES / ((per_device + grads) / params) / 1e9:.1f}B parameters")
   if o.compile:
     run.strategy.place(parallel.init(run.init_state, abstract))  # 1.5 GB over the 8 fake devices
-    fn = run.strategy.train(functools.partial(step.make_train_step, run.model, run.objective, run.tx, seed=0), 1)
+    fn = run.train_fn()
     batch = run.strategy.batch(run.batches(0, 1), steps_axis=True)
     memory = fn.lower(abstract, batch).compile().memory_analysis()
     print(f"train step, micro-batch {config.train.batch_size // 8} x {run.seq_len} per device: "

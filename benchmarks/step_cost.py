@@ -18,14 +18,13 @@ import sys
 import time
 
 _CHILD = """
-import functools, json, sys, time
+import json, sys, time
 import jax
-from pretrain import configlib, step, train
+from pretrain import configlib, train
 spec, overrides, calls = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
 run = train.Run(configlib.load(spec, overrides), sys.argv[4])
 k = run.config.train.steps_per_call
-fn = run.strategy.train(functools.partial(step.make_train_step, run.model, run.objective, run.tx,
-                                         seed=run.config.seed, accum_steps=run.config.optim.accum_steps), k)
+fn = run.train_fn()
 state = run.strategy.place(run.init_state())
 batches = [run.strategy.batch(run.batches(i * k, k), steps_axis=True) for i in range(4)]
 for b in batches[:2]:

@@ -48,6 +48,17 @@ class Run:
     self.example_inputs = example_inputs = objectives.MODEL_INPUTS[config.objective](sample)[:1]
     self.init_state = functools.partial(step.init_state, self.model, self.tx, example_inputs, config.seed)
 
+  def train_fn(self):
+    """The compiled train call the loop runs: train.steps_per_call updates, state donated."""
+    c = self.config
+    return self.strategy.train(functools.partial(step.make_train_step, self.model, self.objective, self.tx,
+                                                 seed=c.seed, accum_steps=c.optim.accum_steps), c.train.steps_per_call)
+
+  def eval_fn(self):
+    """The compiled eval step: sums over one eval batch, eval.micro_batch_size rows at a time."""
+    return self.strategy.evaluate(functools.partial(step.make_eval_step, self.model, self.objective,
+                                                    accum_steps=self.eval_accum_steps))
+
   def batches(self, first_step: int, k: int):
     t = self.config.train
     rows = [data.train_batch(self.dataset.train, first_step + i, seed=self.config.seed, batch_size=t.batch_size,
@@ -135,10 +146,7 @@ def _train(config, workdir: str, preemption) -> dict:
                      f"{strategy.num_devices} device(s); steps {start}->{t.steps}")
 
   k = t.steps_per_call
-  train_fn = strategy.train(functools.partial(step.make_train_step, run.model, run.objective, run.tx,
-                                              seed=config.seed, accum_steps=config.optim.accum_steps), k)
-  eval_fn = strategy.evaluate(functools.partial(step.make_eval_step, run.model, run.objective,
-                                                accum_steps=run.eval_accum_steps))
+  train_fn, eval_fn = run.train_fn(), run.eval_fn()
   lr = optim.learning_rate(config)
   tokens_per_step = t.batch_size * run.seq_len
   skipped = run.writer.count_events("skipped_nonfinite", up_to=start)
