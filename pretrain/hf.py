@@ -202,13 +202,14 @@ def import_hf(hf_dir: str, workdir: str, config=None):
     raise CheckpointError(f"{workdir} already holds checkpoints; import into a new --workdir")
   hf = read_hf_config(hf_dir)
   given_data = config is not None
+  base = configlib.load(BASE_CONFIG)
   if config is None:
-    config = configlib.load(BASE_CONFIG)
+    config = base
     config.data.name = "text"  # Text is what a GPT-2 reads; --config.data.path names it when fine-tuning.
   # The model is GPT-2 as Transformers computes it: every model field not read from hf_dir takes its default
   # (float32, GELU, no QK-norm), whatever the config given for the data chooses for its own models.
   with config.unlocked():
-    config.model = configlib.load(BASE_CONFIG).model
+    config.model = base.model
   for key, value in model_section(hf).items():
     config.model[key] = value
   config.objective = "next_token"

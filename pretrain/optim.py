@@ -114,8 +114,8 @@ def _muon_or_adamw(config) -> optax.GradientTransformation:
 
   def labels(params):
     def label(path, p):
-      name = param_name(path)
-      hidden_matrix = p.ndim == 2 and name.endswith("kernel") and not any(r.search(name) for r in excluded)
+      param = param_name(path)
+      hidden_matrix = p.ndim == 2 and param.endswith("kernel") and not any(r.search(param) for r in excluded)
       return "muon" if hidden_matrix else "adamw"
     return jax.tree_util.tree_map_with_path(label, params)
 

@@ -63,8 +63,8 @@ class Entry:
     reached = [row["step"] for row in self.rows if row.get("split") == "val" and row.get("loss", math.inf) <= target]
     if not reached:
       return None
-    speeds = [r["tokens_per_s"] for r in sorted((r for r in self.rows if r.get("split") == "train" and r.get("tokens_per_s")),
-                                                key=lambda r: r["step"])]
+    train = sorted((r for r in self.rows if r.get("split") == "train" and r.get("tokens_per_s")), key=lambda r: r["step"])
+    speeds = [r["tokens_per_s"] for r in train]
     tokens_per_step = self.config.get("train.batch_size", 0) * self.config.get("model.context", 0)
     speed = float(np.median(speeds[1:] if len(speeds) > 1 else speeds))
     return float(reached[0]), reached[0] * tokens_per_step / speed
@@ -183,14 +183,14 @@ def _target_cells(runs, target) -> list[str]:
   reached = [r for r in (e.to_target(target) for e in runs) if r is not None]
   if len(reached) < len(runs):
     return [f"not reached by {len(runs) - len(reached)} of {len(runs)}"] * 2
-  return [_mean_std_text([r[0] for r in reached], "wall_s"), _mean_std_text([r[1] for r in reached], "seconds")]
+  return [_mean_std_text([r[0] for r in reached], "steps"), _mean_std_text([r[1] for r in reached], "seconds")]
 
 
 def _mean_std_text(values, metric) -> str:
   if not values:
     return "–"
   mean, std = mean_std(values)
-  digits = {"wall_s": 0, "seconds": 1}.get(metric, 4)
+  digits = {"wall_s": 0, "steps": 0, "seconds": 1}.get(metric, 4)
   return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if len(values) > 1 else "")
 
 

@@ -71,8 +71,7 @@ def _choice(key: str, value: str, allowed) -> str:
 
 
 def _position(name: str, m) -> str:
-  if name not in POSITIONS:
-    raise ConfigError(f"model.position={name!r} must be one of {POSITIONS}")
+  _choice("model.position", name, POSITIONS)
   if name == "rope" and (m.width // m.num_heads) % 2:
     raise ConfigError(f"model.position=rope rotates pairs of a head's {m.width // m.num_heads} dimensions; "
                       "choose model.width / model.num_heads even")
