@@ -85,7 +85,7 @@ def get_config(variant=None):
   c.optim.name = "adamw"  # "adamw", or "muon": Muon (optax.contrib.muon) for Dense kernels, AdamW for the other parameters.
   c.optim.lr = 1e-3  # Peak learning rate after warmup (AdamW's).
   c.optim.min_lr = 1e-4  # The schedule ends here (Muon's ends at min_lr * muon_lr / lr).
-  c.optim.warmup_steps = 100  # Linear warmup from 0.
+  c.optim.warmup_steps = 100  # Linear warmup: update i (from 0) uses lr * (i + 1) / (warmup_steps + 1), as nanoGPT.
   c.optim.schedule = "cosine"  # After warmup: "cosine" decay to min_lr, or "wsd": constant, then a linear cooldown to min_lr.
   c.optim.cooldown_fraction = 0.4  # schedule=wsd: the last fraction of decay_steps spent cooling down.
   c.optim.decay_steps = 0  # Schedule length including warmup; 0 means train.steps.
@@ -116,11 +116,28 @@ def get_config(variant=None):
   c.train.donate = True  # Donate the train state to the jitted step, so its buffers are updated in place.
   c.train.async_checkpoints = True  # Write checkpoints in the background while training continues.
   c.train.allow_config_change = False  # Resume a workdir whose saved model/data/objective config differs.
+  # (START, END): a jax.profiler trace of the calls running steps START+1..END, in DIR/tensorboard/plugins/profile
+  # (TensorBoard's profile tab; process 0 only); () traces nothing.
+  c.train.profile_steps = ()
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 0  # Eval batch (sequences); 0 means train.batch_size. Rounded up to whole micro-batches.
   c.eval.micro_batch_size = 0  # Rows computed at once (memory); 0: the train micro-batch. Rounded up to the device count.
   c.eval.batches = 0  # Eval batches per evaluation; 0 covers the whole validation split.
+  # More datasets evaluated at every evaluation, as "NAME:KEY=VALUE,KEY=VALUE" over data.* (the rest as this run's
+  # data): e.g. "novels:path=/data/novels.txt" or "test:val_split=test". Each one's validation split is scored and
+  # logged as split NAME; its token ids must mean what the training data's do (same tokenizer and vocabulary).
+  c.eval.extra = ()
+
+  c.log = ml_collections.ConfigDict()  # Where metrics go besides DIR/metrics.jsonl and DIR/tensorboard.
+  c.log.wandb_project = placeholder(str)  # Set: Weights & Biases too (pip install -e '.[wandb]'); the run id is kept in DIR/wandb_run_id.
+  c.log.wandb_entity = placeholder(str)  # W&B team or user; unset: your default entity.
+  c.log.wandb_name = placeholder(str)  # W&B run name; unset: the workdir's name.
+  c.log.wandb_tags = ()  # W&B tags.
+  c.log.layer_stats = False  # On log steps, norms of parameters, gradients and applied updates per group (free when off).
+  # Groups of log.layer_stats: a parameter belongs to the first regex that matches its name, under the matched text
+  # (so "^[^/]+" groups by top-level module: h_0, wte, ...); unmatched ones form "other".
+  c.log.layer_groups = ("^[^/]+",)
 
   c.init = ml_collections.ConfigDict()  # Starting from a pretrained run (pretrain/finetune.py).
   c.init.workdir = placeholder(str)  # Run directory of the pretrained model; its parameters (only) initialise this one.

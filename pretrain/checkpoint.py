@@ -36,9 +36,11 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state) -> None:
+  def save(self, step: int, state, loop_state: dict | None = None) -> None:
+    """Saves `state` at `step`, with `loop_state` (plain JSON: what the loop needs beside the arrays to continue
+    exactly, pretrain/actions.py) in the step's metadata, committed with it."""
     try:
-      self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+      self.manager.save(step, args=ocp.args.StandardSave(state), custom_metadata=loop_state or {}, force=True)
     except Exception as e:  # OSError, or tensorstore's own error types for the same failures.
       raise CheckpointError(f"cannot write checkpoint {step} to {self.directory} ({_first_line(e)}); free space or "
                             f"fix permissions there, then rerun to resume from step {self.latest_step()}") from None
@@ -66,19 +68,23 @@ class Checkpointer:
                             f"({'; '.join(problems[:6])}{' ...' if len(problems) > 6 else ''}); use a new --workdir "
                             "or the config it was trained with")
 
-  def restore_latest_good(self, abstract_state, warn) -> tuple[int | None, object]:
-    """(step, state) of the newest checkpoint that restores, or (None, None) when there is none."""
+  def loop_state(self, step: int) -> dict:
+    """The loop_state saved with checkpoint `step` ({} for checkpoints saved without one)."""
+    return dict(self.manager.metadata(step).custom_metadata or {})
+
+  def restore_latest_good(self, abstract_state, warn) -> tuple[int | None, object, dict]:
+    """(step, state, loop_state) of the newest checkpoint that restores, or (None, None, {}) when there is none."""
     for step in sorted(self.manager.all_steps(), reverse=True):
       if not storage.exists(storage.join(self.directory, str(step), "commit_success.txt")):
         self._quarantine(step, "it has no commit marker (a save that never finished)", warn)
         continue
       try:
-        return step, self.restore(step, abstract_state)
+        return step, self.restore(step, abstract_state), self.loop_state(step)
       except CheckpointError:
         raise  # A complete checkpoint of another model: not corruption, the user must choose.
       except Exception as e:  # Truncated or garbled files: tensorstore, zstd and JSON errors of many kinds.
         self._quarantine(step, f"it cannot be read ({_first_line(e)})", warn)
-    return None, None
+    return None, None, {}
 
   def _quarantine(self, step: int, why: str, warn) -> None:
     folder = storage.join(self.directory, str(step))

@@ -7,6 +7,7 @@ import ast
 import importlib.util
 import json
 import os
+import re
 import sys
 
 import ml_collections
@@ -175,9 +176,36 @@ def validate(config, *, num_devices: int) -> None:
     if tokens > MAX_MARKOV_TOKENS:
       raise ConfigError(f"data.markov: (num_train + num_val) * seq_len = {tokens} tokens exceeds {MAX_MARKOV_TOKENS}; "
                         "use fewer or shorter sequences, or your own data with data.name=text")
+  profile = tuple(t.profile_steps)
+  if profile and not (len(profile) == 2 and all(isinstance(x, int) for x in profile) and 0 <= profile[0] < profile[1]):
+    raise ConfigError(f"train.profile_steps={profile} must be (START, END) with 0 <= START < END, e.g. (5,10), or ()")
+  eval_extra(config)
   if config.data.name == "text" and config.data.path and not os.path.exists(config.data.path):
     raise ConfigError(f"data.path={config.data.path!r} does not exist; set --config.data.path to a text file or "
                       "directory")
+
+
+RESERVED_SPLITS = ("train", "val", "events")  # metrics.jsonl splits the loop writes itself.
+
+
+def eval_extra(config) -> list[tuple[str, list[tuple[str, str]]]]:
+  """eval.extra entries "NAME:KEY=VALUE,KEY=VALUE" as (NAME, [(data key, value text)]), checked."""
+  out = []
+  for entry in config.eval.get("extra", ()):
+    name, colon, spec = str(entry).partition(":")
+    pairs = [p.strip().partition("=") for p in re.split(r",(?=\s*[A-Za-z_][\w.]*=)", spec) if p.strip()]
+    if not colon or not re.fullmatch(r"[A-Za-z][\w-]*", name) or not pairs or any(not eq or not k for k, eq, _ in pairs):
+      raise ConfigError(f"eval.extra entry {entry!r} is not NAME:KEY=VALUE[,KEY=VALUE]; write e.g. "
+                        "'novels:path=/data/novels.txt' (KEY: a data.* field)")
+    if name in RESERVED_SPLITS or name in [n for n, _ in out]:
+      raise ConfigError(f"eval.extra name {name!r} is taken (by {', '.join(RESERVED_SPLITS)} or another entry); "
+                        "pick another")
+    for key, _, _ in pairs:
+      if key.split(".")[0] not in config.data:
+        raise ConfigError(f"eval.extra {name!r}: data.{key} is not a data field; use one of "
+                          f"{', '.join(sorted(config.data.keys()))}")
+    out.append((name, [(k.strip(), v.strip()) for k, _, v in pairs]))
+  return out
 
 
 def eval_batching(config, num_devices: int) -> tuple[int, int]:

@@ -1,14 +1,17 @@
-"""Where numbers go: DIR/metrics.jsonl (one JSON line per log or eval), TensorBoard events, console."""
+"""Where numbers go: DIR/metrics.jsonl (one JSON line per log or eval), TensorBoard events, the console, and
+Weights & Biases when log.wandb_project is set."""
 import json
 import math
 import os
 import sys
 import tempfile
 import time
+import uuid
 
 import numpy as np
 
 from pretrain import storage
+from pretrain.errors import ConfigError, PretrainError
 
 
 def summarize_eval(per_batch: list[dict]) -> dict:
@@ -78,24 +81,33 @@ class MetricWriter:
     self.remote = storage.is_remote(workdir)
     self._tensorboard = storage.join(workdir, "tensorboard")
     self._lines, self._flushed = None, time.monotonic()  # Remote: the whole file, as it will be written.
-    self._tb = None
+    self._tb, self._wandb, self.tensorboard_local = None, None, None
     if enabled:
       SummaryWriter = _summary_writer_class()  # Imported lazily: only the writing process needs it.
-      self._tb_local = tempfile.mkdtemp(prefix="pretrain-tensorboard-") if self.remote else self._tensorboard
-      self._tb = SummaryWriter(self._tb_local, flush_secs=self.FLUSH_SECONDS)
+      # Profiler traces go here too (pretrain/actions.py): on an object store, a local folder copied there.
+      self.tensorboard_local = tempfile.mkdtemp(prefix="pretrain-tensorboard-") if self.remote else self._tensorboard
+      self._tb = SummaryWriter(self.tensorboard_local, flush_secs=self.FLUSH_SECONDS)
+
+  def start_wandb(self, config, workdir: str) -> None:
+    """Logs to Weights & Biases as well, into the W&B run whose id DIR/wandb_run_id keeps (created on the first
+    attempt), so a resumed or requeued run continues the same W&B run."""
+    if self.enabled and config.log.wandb_project:
+      self._wandb = WandB(config, workdir)
 
   def _read_lines(self) -> list[str]:
     return storage.read_text(self.path).splitlines(keepends=True) if storage.exists(self.path) else []
 
-  def truncate_after(self, step: int) -> None:
-    """Drops lines past `step`: a resumed run recomputes them, so each step is logged once."""
+  def truncate_after(self, step: int, redo=()) -> None:
+    """Drops lines past `step`, and those at `step` of the splits in `redo`: a resumed run recomputes them, so
+    each step is logged once."""
     if not self.enabled or not storage.exists(self.path):
       self._lines = [] if self.remote else None
       return
     kept = []
     for line in self._read_lines():
       try:
-        if json.loads(line).get("step", 0) <= step:
+        row = json.loads(line)
+        if row.get("step", 0) < step or row.get("step", 0) == step and row.get("split") not in redo:
           kept.append(line if line.endswith("\n") else line + "\n")
       except ValueError:
         pass  # A line cut short by a kill.
@@ -126,9 +138,11 @@ class MetricWriter:
     else:
       with open(self.path, "a") as f:
         f.write(line)
-    for k, v in row.items():
-      if k not in ("step", "split") and isinstance(v, (int, float)):
-        self._tb.add_scalar(f"{split}/{k}", v, step)
+    scalars = {f"{split}/{k}": v for k, v in row.items() if k not in ("step", "split") and isinstance(v, (int, float))}
+    for tag, v in scalars.items():
+      self._tb.add_scalar(tag, v, step)
+    if self._wandb is not None:
+      self._wandb.log(step, scalars)
     if self.remote and time.monotonic() - self._flushed > self.FLUSH_SECONDS:
       self.flush()
 
@@ -143,9 +157,13 @@ class MetricWriter:
       return
     if self._lines is not None:
       storage.write_text(self.path, "".join(self._lines))
-    for name in os.listdir(self._tb_local):
-      with open(os.path.join(self._tb_local, name), "rb") as f:
-        storage.path(storage.join(self._tensorboard, name)).write_bytes(f.read())
+    for folder, _, names in os.walk(self.tensorboard_local):
+      relative = os.path.relpath(folder, self.tensorboard_local)
+      for name in names:
+        with open(os.path.join(folder, name), "rb") as f:
+          target = storage.path(storage.join(self._tensorboard, *([] if relative == "." else [relative]), name))
+          target.parent.mkdir(parents=True, exist_ok=True)
+          target.write_bytes(f.read())
     self._flushed = time.monotonic()
 
   def console(self, text: str) -> None:
@@ -156,6 +174,45 @@ class MetricWriter:
     if self._tb is not None:
       self._tb.close()
       self._upload()
+    if self._wandb is not None:
+      self._wandb.close()
+      self._wandb = None
+
+
+class WandB:
+  """One W&B run per workdir: its id is written to DIR/wandb_run_id on the first attempt and reused with
+  resume="allow" by every later one. W&B's files go under $WANDB_DIR, else into the workdir (when local)."""
+  ID_FILE = "wandb_run_id"
+
+  def __init__(self, config, workdir: str):
+    try:
+      import wandb
+    except ImportError:
+      raise ConfigError("log.wandb_project is set but wandb is not installed; pip install -e '.[wandb]' or unset "
+                        "--config.log.wandb_project") from None
+    id_path = storage.join(workdir, self.ID_FILE)
+    run_id = storage.read_text(id_path).strip() if storage.exists(id_path) else uuid.uuid4().hex[:12]
+    storage.write_text(id_path, run_id + "\n")
+    log = config.log
+    local_dir = None if os.environ.get("WANDB_DIR") or storage.is_remote(workdir) else str(workdir)
+    try:
+      self.run = wandb.init(project=log.wandb_project, entity=log.wandb_entity, id=run_id, resume="allow",
+                            name=log.wandb_name or os.path.basename(os.path.normpath(str(workdir))),
+                            tags=list(log.wandb_tags), config=json.loads(_config_json(config)), dir=local_dir)
+    except Exception as e:  # wandb raises its own kinds (no login, no network, bad entity).
+      reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+      raise PretrainError(f"W&B could not start ({reason}); run `wandb login`, or set WANDB_MODE=offline to log "
+                          "locally and `wandb sync` later, or unset --config.log.wandb_project") from None
+
+  def log(self, step: int, scalars: dict) -> None:
+    self.run.log(scalars, step=step)
+
+  def close(self) -> None:
+    self.run.finish()
+
+
+def _config_json(config) -> str:
+  return json.dumps(config.to_dict(), default=str)
 
 
 def read(workdir: str) -> list[dict]:

@@ -1,4 +1,4 @@
-"""AdamW (or Muon for hidden matrices beside AdamW for the rest) with linear warmup, then cosine decay or a
+"""AdamW (or Muon for hidden matrices beside AdamW for the rest) with linear warmup (from above zero), then cosine decay or a
 constant phase and a linear cooldown to a floor; global-norm clipping, decay on matrices only; optional frozen
 parameters and per-group learning-rate multipliers, both chosen by regexes over parameter names."""
 import re
@@ -21,8 +21,9 @@ def learning_rate(config, peak=None):
   scale = peak / o.lr if o.lr else 0.0
   decay_steps = max(o.decay_steps or config.train.steps, o.warmup_steps + 1)
   schedule = o.get("schedule", "cosine")
+  first = peak / (o.warmup_steps + 1)  # Warmup's update i uses peak * (i + 1) / (warmup + 1): the first is not zero.
   if schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(init_value=0.0, peak_value=peak, warmup_steps=o.warmup_steps,
+    return optax.warmup_cosine_decay_schedule(init_value=first, peak_value=peak, warmup_steps=o.warmup_steps,
                                               decay_steps=decay_steps, end_value=o.min_lr * scale)
   if schedule != "wsd":
     raise ConfigError(f"optim.schedule={schedule!r} must be one of {SCHEDULES}")
@@ -32,7 +33,7 @@ def learning_rate(config, peak=None):
   cooldown = max(1, round(o.cooldown_fraction * decay_steps))
   stable = max(0, decay_steps - o.warmup_steps - cooldown)
   return optax.join_schedules(
-      [optax.linear_schedule(0.0, peak, o.warmup_steps), optax.constant_schedule(peak),
+      [optax.linear_schedule(first, peak, o.warmup_steps), optax.constant_schedule(peak),
        optax.linear_schedule(peak, o.min_lr * scale, cooldown)], [o.warmup_steps, o.warmup_steps + stable])
 
 

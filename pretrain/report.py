@@ -9,9 +9,9 @@ metrics line at train.steps) enter the table; the others are listed under it wit
 
 Writes OUT/report.md, OUT/report.csv (one row per setting), OUT/loss_curves.png (train and val loss of
 every run, one colour per setting) and OUT/<metric>_vs_<key>.png for each swept key. OUT defaults to the
-folder that holds the workdirs. --target LOSS adds, per setting, the first evaluated step whose val loss is at
-most LOSS and the training seconds up to it (at the run's median train tokens/s: evaluations, start-up and
-compilation excluded).
+folder that holds the workdirs. Datasets a run also evaluates (eval.extra) get a "NAME loss" column.
+--target LOSS adds, per setting, the first evaluated step whose val loss is at most LOSS and the training seconds
+up to it (at the run's median train tokens/s: evaluations, start-up and compilation excluded).
 """
 import csv
 import dataclasses
@@ -130,7 +130,7 @@ def write(out: str, workdirs: list[str], *, keys: list[str] | None = None, metri
     raise PretrainError(f"none of the {len(entries)} workdirs has finished training; nothing to report yet")
   keys = swept_keys(done) if keys is None else list(keys)
   groups = group(done, keys)
-  columns = [(m, title) for m, title in COLUMNS if any(e.final(m) is not None for e in done)]
+  columns = [(m, title) for m, title in COLUMNS + _extra_eval_columns(done) if any(e.final(m) is not None for e in done)]
   if metric not in [m for m, _ in columns]:
     if all(e.final(metric) is None for e in done):
       raise PretrainError(f"--metric={metric} is in no finished run's metrics.jsonl; use SPLIT.KEY, e.g. val.loss")
@@ -177,6 +177,12 @@ def write(out: str, workdirs: list[str], *, keys: list[str] | None = None, metri
   with open(path, "w") as f:
     f.write("\n".join(lines))
   return path
+
+
+def _extra_eval_columns(entries) -> tuple:
+  """(NAME.loss, title) for the eval.extra datasets of any run: their splits in metrics.jsonl are their names."""
+  names = sorted({str(e).partition(":")[0] for entry in entries for e in entry.config.get("eval.extra", ())})
+  return tuple((f"{name}.loss", f"{name} loss (eval.extra)") for name in names)
 
 
 def _target_cells(runs, target) -> list[str]:

@@ -29,11 +29,14 @@ def variables(params, model_state) -> dict:
   return {"params": params, **model_state}
 
 
-def make_train_step(model, objective, tx, *, seed: int, accum_steps: int = 1, axis_name=None):
+def make_train_step(model, objective, tx, *, seed: int, accum_steps: int = 1, axis_name=None, layer_stats=None,
+                    is_log_step=None):
   """(state, batch) -> (state, metrics): one update on the mean NLL of the whole (global) batch.
 
   Gradients of loss *sums* are added over micro-batches and devices, then divided once by the global
   target count, so accumulation and data parallelism give the gradient of the same global mean.
+  With `layer_stats` (pretrain/layer_stats.py), metrics["layer_stats"] holds its per-group norms on the steps
+  where `is_log_step(updates done)` holds, and zeros elsewhere (not computed).
   """
   def grads_of_sum(params, model_state, batch, rng):
     def loss(p):
@@ -79,6 +82,10 @@ def make_train_step(model, objective, tx, *, seed: int, accum_steps: int = 1, ax
     nonfinite_grads = jax.lax.cond(finite, lambda g: jnp.zeros(len(leaves), bool),
                                    lambda g: jnp.stack([~jnp.all(jnp.isfinite(x)) for x in g]), leaves)
     metrics = dict(sums, grad_norm=grad_norm, finite=finite, nonfinite_grads=nonfinite_grads)
+    if layer_stats is not None:
+      metrics["layer_stats"] = jax.lax.cond(is_log_step(new_state.step),
+                                            lambda: layer_stats(state.params, grads, new_state.params),
+                                            layer_stats.zeros)
     return new_state, metrics
 
   return train_step

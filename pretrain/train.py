@@ -9,16 +9,16 @@ Init / resume order (one way, always):
   4. drop metric lines past the restored step and continue; batches and dropout keys depend only on
      (seed, step), so the continuation is the uninterrupted run.
 """
+import copy
 import functools
 import os
-import time
 
 import jax
 import numpy as np
 
-from pretrain import (checkpoint, configlib, data, finetune, guards, ledger, metrics, models, objectives, optim, parallel,
-                      step, storage)
-from pretrain.errors import ConfigError, Preempted, PretrainError
+from pretrain import (actions, checkpoint, configlib, data, finetune, guards, layer_stats, ledger, metrics, models,
+                      objectives, optim, parallel, step, storage)
+from pretrain.errors import ConfigError, DataError, Preempted
 
 
 def count_params(params) -> int:
@@ -47,12 +47,21 @@ class Run:
                               seq_len=self.seq_len)
     self.example_inputs = example_inputs = objectives.MODEL_INPUTS[config.objective](sample)[:1]
     self.init_state = functools.partial(step.init_state, self.model, self.tx, example_inputs, config.seed)
+    self.shapes = jax.eval_shape(self.init_state)  # Nothing is allocated until the state is built in its shards.
+    self.param_names = optim.param_names(self.shapes.params)
+    self.tokens_per_step = config.train.batch_size * self.seq_len
+    self.layer_stats = (layer_stats.LayerStats(self.shapes.params, config.log.layer_groups)
+                        if config.log.layer_stats else None)
+    self.eval_sets = [("val", self.dataset), *extra_eval_sets(config, self.dataset)]
 
   def train_fn(self):
     """The compiled train call the loop runs: train.steps_per_call updates, state donated."""
     c = self.config
+    is_log_step = lambda done: (done % c.train.log_every == 0) | (done == c.train.steps)
     return self.strategy.train(functools.partial(step.make_train_step, self.model, self.objective, self.tx,
-                                                 seed=c.seed, accum_steps=c.optim.accum_steps), c.train.steps_per_call)
+                                                 seed=c.seed, accum_steps=c.optim.accum_steps,
+                                                 layer_stats=self.layer_stats, is_log_step=is_log_step),
+                               c.train.steps_per_call)
 
   def eval_fn(self):
     """The compiled eval step: sums over one eval batch, eval.micro_batch_size rows at a time."""
@@ -72,15 +81,16 @@ class Run:
     return data.prefetched(lambda s: self.batches(s, k), range(first_step, self.config.train.steps, k),
                            self.config.train.prefetch)
 
-  def evaluate(self, eval_fn, state, stop=lambda agree: False) -> dict | None:
-    """Metrics over the validation split, or None when `stop(agree)` turns true between batches (agree:
-    whether processes may synchronise on it at this batch)."""
+  def evaluate(self, eval_fn, state, stop=lambda agree: False, dataset=None) -> dict | None:
+    """Metrics over the validation split of `dataset` (default the run's), or None when `stop(agree)` turns true
+    between batches (agree: whether processes may synchronise on it at this batch)."""
+    dataset = dataset or self.dataset
     batch_size = self.eval_batch_size
     kw = dict(batch_size=batch_size, seq_len=self.seq_len, max_batches=self.config.eval.batches)
     batches = data.prefetched(
-        lambda b: data.eval_batch(self.dataset.val, b, process_index=self.process_index,
+        lambda b: data.eval_batch(dataset.val, b, process_index=self.process_index,
                                   process_count=self.process_count, **kw),
-        range(data.num_eval_batches(self.dataset.val, **kw)), self.config.train.prefetch)
+        range(data.num_eval_batches(dataset.val, **kw)), self.config.train.prefetch)
     sums = []
     for i, b in enumerate(batches):
       if stop(i % guards.EVAL_AGREE_EVERY == 0):
@@ -88,9 +98,28 @@ class Run:
       sums.append(eval_fn(state, self.strategy.batch(b)))
     out = metrics.summarize_eval(self.strategy.fetch(sums))
     if self.config.objective == "next_token":
-      whole = len(sums) == data.num_eval_batches(self.dataset.val, batch_size=batch_size, seq_len=self.seq_len)
-      out = metrics.against_references(out, self.dataset.metadata, whole_split=whole)
+      whole = len(sums) == data.num_eval_batches(dataset.val, batch_size=batch_size, seq_len=self.seq_len)
+      out = metrics.against_references(out, dataset.metadata, whole_split=whole)
     return out
+
+
+def extra_eval_sets(config, dataset) -> list[tuple[str, data.Dataset]]:
+  """(name, dataset) of each eval.extra entry: the run's data config with the entry's data.* values."""
+  out = []
+  for name, overrides in configlib.eval_extra(config):
+    extra_config = copy.deepcopy(config)
+    for key, value in overrides:
+      configlib.set_value(extra_config, f"data.{key}", value)
+    extra = data.load(extra_config)
+    if data.vocabulary(extra) != data.vocabulary(dataset):
+      raise DataError(f"eval.extra {name!r}: its token ids mean other symbols than the training data's "
+                      f"({data.vocabulary(extra)} vs {data.vocabulary(dataset)}); use the same tokenizer "
+                      "(data.tokenizer=byte or file, not a char vocabulary built from another text)")
+    if data.seq_len(extra, config.model.context) != data.seq_len(dataset, config.model.context):
+      raise DataError(f"eval.extra {name!r}: its examples have another length than the training data's; "
+                      "evaluate data of the same shape")
+    out.append((name, extra))
+  return out
 
 
 def enable_compilation_cache(config) -> None:
@@ -107,8 +136,8 @@ def enable_compilation_cache(config) -> None:
 def train(config, workdir: str) -> dict:
   """Trains (or resumes) the run in `workdir`; returns the final eval metrics.
 
-  Raises Preempted after SIGTERM/SIGINT (a checkpoint of the current step is saved first), and
-  PretrainError for a non-finite step beyond `optim.skip_nonfinite` (nothing is saved then).
+  Raises Preempted after SIGTERM/SIGINT (a checkpoint of the current step is saved first, with what the step
+  still owed), and PretrainError for a non-finite step beyond `optim.skip_nonfinite` (nothing is saved then).
   """
   enable_compilation_cache(config)
   with guards.Preemption() as preemption:  # From the start: a signal during setup is honoured too.
@@ -118,112 +147,81 @@ def train(config, workdir: str) -> dict:
 def _train(config, workdir: str, preemption) -> dict:
   guards.check_workdir(workdir)
   run = Run(config, workdir)
-  config = run.config
+  config, t = run.config, run.config.train
   guards.check_resume_config(workdir, config)  # Before anything is written into the workdir.
-  t, strategy = config.train, run.strategy
   if run.process_index == 0:
     storage.write_text(storage.join(workdir, "config.json"), configlib.to_json(config))
   ledger.start(run)  # DIR/run.json: config, code version, packages, hardware; completed by ledger.finish.
+  run.writer.start_wandb(config, workdir)
   ckpt = checkpoint.Checkpointer(workdir, keep=t.keep_checkpoints, async_save=t.async_checkpoints)
-  shapes = jax.eval_shape(run.init_state)  # Nothing is allocated until the state is built in its shards.
-  num_params = count_params(shapes.params)
-  family_params = shapes.params.get("backbone", shapes.params)  # A classifier keeps the family's network there.
-  position_params = int(np.prod(family_params["wpe"]["embedding"].shape)) if "wpe" in family_params else 0
-  flops_per_token = models.flops_per_token(config, num_params, position_params, run.model,
-                                           step.variables(shapes.params, shapes.model_state), run.example_inputs)
-  param_names = optim.param_names(shapes.params)
-  abstract = strategy.abstract(shapes)  # The restore target, and the shardings a fresh state is built in.
-  start, state = ckpt.restore_latest_good(abstract, warn=run.writer.console)
-  if start is not None:
-    run.writer.console(f"resumed from {ckpt.directory}/{start}")
-  else:
-    start = 0
-    state = finetune.load_pretrained(config, run.model, run.tx, parallel.init(run.init_state, abstract),
-                                     log=run.writer.console, vocabulary=data.vocabulary(run.dataset))
-  state = strategy.place(state)
-  run.writer.truncate_after(start)
-  run.writer.console(f"{num_params:,} parameters; {run.dataset.name}; {strategy.name} on "
-                     f"{strategy.num_devices} device(s); steps {start}->{t.steps}")
+  start, state, saved = _restore_or_init(run, ckpt)
+  window = actions.Window(run, start, saved.get("window"), last_saved_step=ckpt.latest_step,
+                          skipped=run.writer.count_events("skipped_nonfinite", up_to=start))
+  evaluate = actions.Evaluate(run, run.eval_fn(), stop=preemption.requested)
+  save = actions.Checkpoint(run, ckpt, window)
+  every = [actions.Log(run, window, optim.learning_rate(config), _flops_per_token(run)), evaluate, save]  # In order.
+  owed = [a for a in every if a.name in saved.get("owed", ())]  # What a preemption left undone at `start`.
+  run.writer.truncate_after(start, redo=[split for a in owed for split in a.splits])
+  run.writer.console(f"{count_params(run.shapes.params):,} parameters; {run.dataset.name}; {run.strategy.name} on "
+                     f"{run.strategy.num_devices} device(s); steps {start}->{t.steps}")
+  profile, train_fn, k = actions.Profile(run), run.train_fn(), t.steps_per_call
 
-  k = t.steps_per_call
-  train_fn, eval_fn = run.train_fn(), run.eval_fn()
-  lr = optim.learning_rate(config)
-  tokens_per_step = t.batch_size * run.seq_len
-  skipped = run.writer.count_events("skipped_nonfinite", up_to=start)
-
-  def stop_here(done):
-    ckpt.save(done, strategy.for_checkpoint(state))
+  def at_boundary(step, state, due):
+    """The due actions, in order. After a signal (before them, or interrupting one), a checkpoint of `step` that
+    records the actions still owed, so the rerun does them first; then stop."""
+    owed = due
+    if not preemption.requested(agree=bool(due)):  # Several processes agree only where they synchronise anyway.
+      owed = next((due[i:] for i, action in enumerate(due) if not action(step, state)), None)
+      if owed is None:
+        return
+    profile.stop()
+    save(step, state, owed=[a.name for a in owed])
     ckpt.close()
     run.writer.close()
-    raise Preempted(f"stopped by signal {preemption.signal} at step {done}; checkpoint saved in {ckpt.directory}; "
+    raise Preempted(f"stopped by signal {preemption.signal} at step {step}; checkpoint saved in {ckpt.directory}; "
                     "rerun the same command to resume", preemption.exit_code)
 
   try:
-    if preemption.requested():
-      stop_here(start)
-    pending, window, timed_steps, timed_seconds, final = [], [], 0, 0.0, None
-    pending_first = start
-    tick = time.perf_counter()
+    at_boundary(start, state, owed)
+    window.restart_clock()
     for s, host_batch in zip(range(start, t.steps, k), run.train_batches(start)):
-      state, step_metrics = train_fn(state, strategy.batch(host_batch, steps_axis=True))
-      pending.append(step_metrics)
-      done, timed_steps = s + k, timed_steps + k
-      is_last = done == t.steps
-      log, evaluate, save = (done % t.log_every == 0 or is_last, done % t.eval_every == 0 or is_last,
-                             done % t.checkpoint_every == 0 or is_last)
-      preempted = preemption.requested(agree=log or evaluate or save)  # Several processes agree only there.
-      if not (log or evaluate or save or preempted):
-        continue
-      jax.block_until_ready(step_metrics)  # Train time ends here; eval and saving are not counted in tokens/s.
-      timed_seconds += time.perf_counter() - tick
-      fetched = strategy.fetch(pending)
-      for bad_step, group in guards.nonfinite_steps(fetched, pending_first, param_names):
-        skipped += 1
-        if skipped > config.optim.skip_nonfinite:
-          raise PretrainError(f"non-finite loss or gradient at step {bad_step}, first in {group}; nothing was saved "
-                              f"after step {ckpt.latest_step() or 0}. Lower optim.lr, check the data, or allow "
-                              f"skips with --config.optim.skip_nonfinite=N")
-        run.writer.write(bad_step, "events", {"skipped_nonfinite": skipped, "group": group})
-        run.writer.console(f"step {bad_step:>6} | skipped: non-finite loss or gradient in {group} "
-                           f"({skipped}/{config.optim.skip_nonfinite} allowed)")
-      window.extend(fetched)
-      pending, pending_first = [], done
-      if log:
-        finite = [np.atleast_1d(m["finite"]) for m in window]
-        loss = (sum(float(np.sum(m["loss_sum"][f])) for m, f in zip(window, finite))
-                / max(sum(float(np.sum(m["count"][f])) for m, f in zip(window, finite)), 1.0))
-        tokens_per_s = timed_steps * tokens_per_step / timed_seconds
-        row = {"loss": loss, "lr": float(lr(done - 1)), "grad_norm": float(window[-1]["grad_norm"][-1]),
-               "tokens_per_s": tokens_per_s, "model_flops_per_s": tokens_per_s * flops_per_token}
-        memory = jax.local_devices()[0].memory_stats() or {}  # Accelerators report it; CPUs do not.
-        if "peak_bytes_in_use" in memory:
-          row["peak_memory_gib"] = memory["peak_bytes_in_use"] / 2**30
-        run.writer.write(done, "train", row)
-        eta = (t.steps - done) * tokens_per_step / tokens_per_s
-        run.writer.console(f"step {done:>6} | loss {loss:.4f} | lr {row['lr']:.2e} | {tokens_per_s:,.0f} tok/s | "
-                           f"{row['model_flops_per_s'] / 1e9:.1f} GFLOP/s | eta {metrics.format_duration(eta)}")
-        window, timed_steps, timed_seconds = [], 0, 0.0
-      if preempted:  # After the log row, so a stop at a log step loses no train metrics.
-        stop_here(done)
-      if evaluate:
-        final = run.evaluate(eval_fn, state, stop=preemption.requested)
-        if final is None:
-          stop_here(done)
-        run.writer.write(done, "val", final)
-        extra = metrics.describe_references(final)
-        extra += f" | accuracy {final['accuracy']:.4f}" if "accuracy" in final else ""
-        run.writer.console(f"step {done:>6} | val loss {final['loss']:.4f} ± {final['loss_sem']:.4f} | "
-                           f"{final['bits_per_token']:.4f} bits/token{extra}")
-      if save:
-        ckpt.save(done, strategy.for_checkpoint(state))
-        run.writer.flush()  # On an object store, the rows up to this checkpoint are there with it.
-      tick = time.perf_counter()
+      profile.before_call(s)
+      state, step_metrics = train_fn(state, run.strategy.batch(host_batch, steps_axis=True))
+      profile.after_call(s + k, step_metrics)
+      window.add(step_metrics)
+      due = [a for a in every if a.due(s + k)]
+      if due or preemption.requested(agree=False):
+        window.collect()
+        at_boundary(s + k, state, due)
+        window.restart_clock()
+    profile.stop()
     ckpt.close()
   except BaseException:
     ckpt.abandon()  # Background save threads must not outlive the error they caused.
     raise
   run.writer.close()
   ledger.finish(run)
-  if final is None:  # Resumed at the end: report the saved state's metrics again.
-    final = run.evaluate(eval_fn, state)
-  return final
+  # Resumed at the end with nothing owed: report the saved state's metrics again.
+  return evaluate.final or run.evaluate(run.eval_fn(), state)
+
+
+def _restore_or_init(run, ckpt) -> tuple[int, step.TrainState, dict]:
+  """(step, placed state, what the checkpoint saved beside it) from the newest good checkpoint, or a fresh
+  state (a fine-tuning run's with the pretrained parameters in place) at step 0."""
+  abstract = run.strategy.abstract(run.shapes)  # The restore target, and the shardings a fresh state is built in.
+  start, state, saved = ckpt.restore_latest_good(abstract, warn=run.writer.console)
+  if start is not None:
+    run.writer.console(f"resumed from {ckpt.directory}/{start}")
+  else:
+    start, saved = 0, {}
+    state = finetune.load_pretrained(run.config, run.model, run.tx, parallel.init(run.init_state, abstract),
+                                     log=run.writer.console, vocabulary=data.vocabulary(run.dataset))
+  return start, run.strategy.place(state), saved
+
+
+def _flops_per_token(run) -> float:
+  shapes = run.shapes
+  family_params = shapes.params.get("backbone", shapes.params)  # A classifier keeps the family's network there.
+  position_params = int(np.prod(family_params["wpe"]["embedding"].shape)) if "wpe" in family_params else 0
+  return models.flops_per_token(run.config, count_params(shapes.params), position_params, run.model,
+                                step.variables(shapes.params, shapes.model_state), run.example_inputs)

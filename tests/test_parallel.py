@@ -106,7 +106,8 @@ def test_two_processes_match_one_process_and_resume_after_kill(tmp_path):
     time.sleep(0.1)
   os.killpg(proc.pid, signal.SIGKILL)  # every process of the job, as a preemption would
   proc.wait()
-  assert (two / "checkpoints" / "10").exists()
+  assert proc.returncode == -9 and (two / "checkpoints" / "10").exists()
+  assert not (two / "checkpoints" / "30").exists(), "the kill landed after the last step"
   proc = _launch(two)
   out, _ = proc.communicate(timeout=300)
   assert proc.returncode == 0, out[-3000:]

@@ -62,7 +62,7 @@ def test_wsd_schedule_warms_up_holds_and_cools_down_linearly():
                           "optim.min_lr": 0.1, "optim.cooldown_fraction": 0.4})
   lr = optim.learning_rate(config)
   values = np.array([float(lr(s)) for s in range(101)])
-  np.testing.assert_allclose(values[[0, 5, 10, 30, 60]], [0.0, 0.5, 1.0, 1.0, 1.0], atol=1e-6)
+  np.testing.assert_allclose(values[[0, 5, 10, 30, 60]], [1 / 11, 6 / 11, 1.0, 1.0, 1.0], atol=1e-6)
   np.testing.assert_allclose(values[[80, 100]], [0.55, 0.1], atol=1e-6)
   assert np.all(np.diff(values[60:]) < 0)
   muon = optim.learning_rate(config, peak=0.02)

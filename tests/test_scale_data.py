@@ -267,7 +267,8 @@ def test_resume_on_prepared_shards_is_bitwise_the_uninterrupted_run(tmp_path, js
     time.sleep(0.02)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  assert (tmp_path / "part" / "checkpoints" / "10").exists()
+  assert proc.returncode == -9 and (tmp_path / "part" / "checkpoints" / "10").exists()
+  assert not (tmp_path / "part" / "checkpoints" / "30").exists(), "the kill landed after the last step"
   run_main(*args, "--workdir", tmp_path / "part")
   a, b = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "part")
   assert [(r["step"], r["split"], r["loss"]) for r in a] == [(r["step"], r["split"], r["loss"]) for r in b]
