@@ -4,10 +4,15 @@ Init / resume order (one way, always):
   1. validate the config; load the dataset; build model, optimizer and strategy;
   2. the state's abstract shape (jax.eval_shape of init, with the strategy's shardings);
   3. if DIR/checkpoints has a step, restore it straight into that abstract state: params, optimizer
-     state and step; otherwise init a fresh state from the seed, computed in its shards (a fine-tuning
-     run then puts the pretrained run's parameters in place of the fresh ones);
-  4. drop metric lines past the restored step and continue; batches and dropout keys depend only on
-     (seed, step), so the continuation is the uninterrupted run.
+     state and step, and from its metadata the train-metrics window and the actions a stop left owed;
+     otherwise init a fresh state from the seed, computed in its shards (a fine-tuning run then puts the
+     pretrained run's parameters in place of the fresh ones);
+  4. drop metric lines past the restored step (and the owed actions' lines at it), do the owed actions,
+     and continue; batches and dropout keys depend only on (seed, step), so the continuation writes the
+     uninterrupted run's rows.
+
+The loop itself only runs jitted calls and hands each step boundary to the actions due there
+(pretrain/actions.py: log, evaluate, checkpoint; the profiler around calls).
 """
 import copy
 import functools

@@ -1,6 +1,5 @@
 """Faults injected into real training subprocesses: signals, kill -9, corrupt checkpoints, non-finite
 steps, changed configs, unwritable or full workdirs. RELIABILITY.md summarises what each test shows."""
-import json
 import os
 import random
 import re
