@@ -21,16 +21,20 @@ def _layer_norm(config, name):
                       name=name)
 
 
-def rotary(x_BxTxHxQ, base: float = 10000.0):
+def rotary(x_BxTxHxQ, positions_BxT=None, base: float = 10000.0):
   """Rotary position embedding (RoFormer): each pair (x_i, x_{i+Q/2}) of a head turns by the angle
-  t * base^(-2i/Q) at position t, so a query-key product depends on the offset between their positions only."""
+  t * base^(-2i/Q) at position t, so a query-key product depends on the offset between their positions only.
+  positions_BxT: each token's position t; default 0..T-1 (a cache's later tokens and left-padded rows differ)."""
   T, Q = x_BxTxHxQ.shape[1], x_BxTxHxQ.shape[3]
   inv_freq_F = base ** (-jnp.arange(0, Q, 2, dtype=jnp.float32) / Q)
-  angle_TxF = jnp.arange(T, dtype=jnp.float32)[:, None] * inv_freq_F[None]
-  cos_1xTx1xF, sin_1xTx1xF = jnp.cos(angle_TxF)[None, :, None], jnp.sin(angle_TxF)[None, :, None]
+  if positions_BxT is None:
+    angle_BxTxF = (jnp.arange(T, dtype=jnp.float32)[:, None] * inv_freq_F[None])[None]
+  else:
+    angle_BxTxF = positions_BxT.astype(jnp.float32)[:, :, None] * inv_freq_F[None, None]
+  cos_BxTx1xF, sin_BxTx1xF = jnp.cos(angle_BxTxF)[:, :, None], jnp.sin(angle_BxTxF)[:, :, None]
   a_BxTxHxF, b_BxTxHxF = jnp.split(x_BxTxHxQ.astype(jnp.float32), 2, axis=-1)
-  rotated = jnp.concatenate([a_BxTxHxF * cos_1xTx1xF - b_BxTxHxF * sin_1xTx1xF,
-                             b_BxTxHxF * cos_1xTx1xF + a_BxTxHxF * sin_1xTx1xF], axis=-1)
+  rotated = jnp.concatenate([a_BxTxHxF * cos_BxTx1xF - b_BxTxHxF * sin_BxTx1xF,
+                             b_BxTxHxF * cos_BxTx1xF + a_BxTxHxF * sin_BxTx1xF], axis=-1)
   return rotated.astype(x_BxTxHxQ.dtype)
 
 
@@ -41,10 +45,12 @@ def _rms_norm(x, eps: float = 1e-6):
 
 
 class CausalSelfAttention(nn.Module):
+  """decode=True: keys and values go into a fixed-size "cache" collection (its length is that of the first
+  call, see init_cache) and the queries attend to every cached position up to their own."""
   config: "GPTConfig"
 
   @nn.compact
-  def __call__(self, x_BxTxD, train: bool):
+  def __call__(self, x_BxTxD, train: bool, positions_BxT=None, valid_BxT=None, decode: bool = False):
     c = self.config
     B, T, D = x_BxTxD.shape
     H, Q = c.num_heads, D // c.num_heads
@@ -53,8 +59,28 @@ class CausalSelfAttention(nn.Module):
     if c.qk_norm:  # Bounds the attention logits, so a high learning rate cannot blow them up.
       q_BxTxHxQ, k_BxTxHxQ = _rms_norm(q_BxTxHxQ), _rms_norm(k_BxTxHxQ)
     if c.position == "rope":
-      q_BxTxHxQ, k_BxTxHxQ = rotary(q_BxTxHxQ), rotary(k_BxTxHxQ)
-    if train and c.dropout > 0:
+      q_BxTxHxQ, k_BxTxHxQ = rotary(q_BxTxHxQ, positions_BxT), rotary(k_BxTxHxQ, positions_BxT)
+    valid_BxT = jnp.ones((B, T), bool) if valid_BxT is None and decode else valid_BxT
+    if decode:
+      # Heads before positions, so that both products below are batched matmuls over the cache as it lies:
+      # in [B, S, H, Q], XLA transposes the whole cache at every step.
+      cached_k = self.variable("cache", "key", jnp.zeros, (B, H, T, Q), k_BxTxHxQ.dtype)
+      cached_v = self.variable("cache", "value", jnp.zeros, (B, H, T, Q), v_BxTxHxQ.dtype)
+      cached_valid = self.variable("cache", "valid", jnp.zeros, (B, T), bool)
+      index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+      i, S = index.value, cached_k.value.shape[2]
+      cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k_BxTxHxQ.transpose(0, 2, 1, 3), (0, 0, i, 0))
+      cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v_BxTxHxQ.transpose(0, 2, 1, 3), (0, 0, i, 0))
+      cached_valid.value = jax.lax.dynamic_update_slice(cached_valid.value, valid_BxT, (0, i))
+      index.value = i + T
+      causal_TxS = jnp.arange(S)[None] <= (i + jnp.arange(T))[:, None]
+      # Padding keys are masked out, so a left-padded row attends to what it would attend to alone.
+      mask_Bx1xTxS = causal_TxS[None, None] & cached_valid.value[:, None, None]
+      scores_BxHxTxS = jnp.einsum("bthq,bhsq->bhts", q_BxTxHxQ, cached_k.value) / math.sqrt(Q)
+      scores_BxHxTxS = jnp.where(mask_Bx1xTxS, scores_BxHxTxS.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+      weights_BxHxTxS = jax.nn.softmax(scores_BxHxTxS, axis=-1).astype(c.dtype)
+      y_BxTxHxQ = jnp.einsum("bhts,bhsq->bthq", weights_BxHxTxS, cached_v.value)
+    elif train and c.dropout > 0:
       # dot_product_attention has no dropout on the weights; write it out when it is needed.
       scores_BxHxTxT = jnp.einsum("bthq,bshq->bhts", q_BxTxHxQ, k_BxTxHxQ) / math.sqrt(Q)
       if c.causal:
@@ -64,7 +90,8 @@ class CausalSelfAttention(nn.Module):
       weights_BxHxTxT = nn.Dropout(c.dropout)(weights_BxHxTxT, deterministic=False)
       y_BxTxHxQ = jnp.einsum("bhts,bshq->bthq", weights_BxHxTxT, v_BxTxHxQ)
     else:
-      y_BxTxHxQ = jax.nn.dot_product_attention(q_BxTxHxQ, k_BxTxHxQ, v_BxTxHxQ, is_causal=c.causal,
+      mask_Bx1x1xT = None if valid_BxT is None else valid_BxT[:, None, None]
+      y_BxTxHxQ = jax.nn.dot_product_attention(q_BxTxHxQ, k_BxTxHxQ, v_BxTxHxQ, mask=mask_Bx1x1xT, is_causal=c.causal,
                                                implementation=c.attention_implementation)
     std = 0.02 / math.sqrt(2 * c.num_layers)  # GPT-2: scale residual projections by depth.
     y_BxTxD = _dense(D, c, std, "c_proj")(y_BxTxHxQ.reshape(B, T, D))
@@ -88,8 +115,9 @@ class Block(nn.Module):
   config: "GPTConfig"
 
   @nn.compact
-  def __call__(self, x_BxTxD, train: bool):
-    x_BxTxD = x_BxTxD + CausalSelfAttention(self.config, name="attn")(_layer_norm(self.config, "ln_1")(x_BxTxD), train)
+  def __call__(self, x_BxTxD, train: bool, positions_BxT=None, valid_BxT=None, decode: bool = False):
+    attn = CausalSelfAttention(self.config, name="attn")
+    x_BxTxD = x_BxTxD + attn(_layer_norm(self.config, "ln_1")(x_BxTxD), train, positions_BxT, valid_BxT, decode)
     return x_BxTxD + MLP(self.config, name="mlp")(_layer_norm(self.config, "ln_2")(x_BxTxD), train)
 
 
@@ -118,18 +146,30 @@ class GPT(nn.Module):
       self.lm_head = nn.Dense(c.vocab_size, use_bias=False, dtype=c.dtype, param_dtype=c.param_dtype,
                               kernel_init=head_init)
 
-  def features(self, tokens_BxT, train: bool = False):
-    """The final hidden states [B, T, D], after ln_f: what heads for other tasks read."""
+  def features(self, tokens_BxT, train: bool = False, positions_BxT=None, valid_BxT=None, decode: bool = False):
+    """The final hidden states [B, T, D], after ln_f: what heads for other tasks read.
+
+    Generation (pretrain/sample.py) passes positions_BxT (default 0..T-1), valid_BxT (False at padding, which
+    no position attends to) and decode=True (attention reads and extends the "cache" collection)."""
     T = tokens_BxT.shape[1]
     x_BxTxD = self.wte(tokens_BxT)
     if self.config.position == "learned":
-      x_BxTxD = x_BxTxD + self.wpe(jnp.arange(T))[None]
+      x_BxTxD = x_BxTxD + (self.wpe(jnp.arange(T))[None] if positions_BxT is None else self.wpe(positions_BxT))
     x_BxTxD = self.drop(x_BxTxD, deterministic=not train)
+    generating = decode or positions_BxT is not None or valid_BxT is not None
     for block in self.h:
-      x_BxTxD = block(x_BxTxD, train)
+      # Training passes two arguments only: nn.remat holds `train` static and takes no static `decode`.
+      x_BxTxD = block(x_BxTxD, train, positions_BxT, valid_BxT, decode) if generating else block(x_BxTxD, train)
     return self.ln_f(x_BxTxD)
 
-  def __call__(self, tokens_BxT, train: bool = False):
-    x_BxTxD = self.features(tokens_BxT, train)
+  def __call__(self, tokens_BxT, train: bool = False, positions_BxT=None, valid_BxT=None, decode: bool = False):
+    x_BxTxD = self.features(tokens_BxT, train, positions_BxT, valid_BxT, decode)
     logits_BxTxV = self.wte.attend(x_BxTxD) if self.config.tie_embeddings else self.lm_head(x_BxTxD)
     return logits_BxTxV.astype(jnp.float32)
+
+
+def init_cache(model: GPT, params, batch: int, length: int):
+  """The zeroed "cache" collection of `model` for `batch` rows of up to `length` tokens (prompt and new)."""
+  tokens_BxS = jnp.zeros((batch, length), jnp.int32)
+  shapes = jax.eval_shape(lambda: model.apply({"params": params}, tokens_BxS, decode=True, mutable=["cache"])[1])
+  return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["cache"])
