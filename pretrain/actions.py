@@ -56,11 +56,11 @@ class Window:
       self.loss_sum += float(np.sum(m["loss_sum"][finite]))
       self.count += float(np.sum(m["count"][finite]))
       self.timed_steps += len(finite)
+      self._first += len(finite)
     newest = fetched[-1]
     self.last = {"grad_norm": float(newest["grad_norm"][-1])}
     if "layer_stats" in newest:
       self.last.update(run.layer_stats.row({k: v[-1] for k, v in newest["layer_stats"].items()}))
-    self._first += sum(len(np.atleast_1d(m["finite"])) for m in fetched)
     self._pending = []
 
   def take(self) -> dict:

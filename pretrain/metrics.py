@@ -10,7 +10,7 @@ import uuid
 
 import numpy as np
 
-from pretrain import storage
+from pretrain import configlib, storage
 from pretrain.errors import ConfigError, PretrainError
 
 
@@ -198,7 +198,7 @@ class WandB:
     try:
       self.run = wandb.init(project=log.wandb_project, entity=log.wandb_entity, id=run_id, resume="allow",
                             name=log.wandb_name or os.path.basename(os.path.normpath(str(workdir))),
-                            tags=list(log.wandb_tags), config=json.loads(_config_json(config)), dir=local_dir)
+                            tags=list(log.wandb_tags), config=json.loads(configlib.to_json(config)), dir=local_dir)
     except Exception as e:  # wandb raises its own kinds (no login, no network, bad entity).
       reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
       raise PretrainError(f"W&B could not start ({reason}); run `wandb login`, or set WANDB_MODE=offline to log "
@@ -209,10 +209,6 @@ class WandB:
 
   def close(self) -> None:
     self.run.finish()
-
-
-def _config_json(config) -> str:
-  return json.dumps(config.to_dict(), default=str)
 
 
 def read(workdir: str) -> list[dict]:

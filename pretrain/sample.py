@@ -135,6 +135,13 @@ class Generation:
     return self.count / max(self.seconds, 1e-9)
 
 
+def check_family(family: str, where: str = "") -> None:
+  if family not in FAMILIES:
+    raise ConfigError(f"{where}model.family={family}, which is not autoregressive (it predicts masked tokens from both "
+                      f"sides), so it cannot continue a prompt; sample from a run of model.family="
+                      f"{' or '.join(FAMILIES)}")
+
+
 def check_length(prompts: list, max_new_tokens: int, context: int) -> None:
   longest = max(len(p) for p in prompts)
   if longest + max_new_tokens > context:
@@ -147,9 +154,7 @@ def generate(model, params, prompts: list, *, family: str = "gpt", max_new_token
              top_k: int = 0, top_p: float = 1.0, seed: int = 0, end_id: int | None = None,
              context: int | None = None) -> Generation:
   """Continues each prompt (a list of token ids; rows of one batch) by up to max_new_tokens tokens."""
-  if family not in FAMILIES:
-    raise ConfigError(f"model.family={family} is not autoregressive (it predicts tokens from both sides, not "
-                      f"the next one), so it cannot continue a prompt; sample from a run of {' or '.join(FAMILIES)}")
+  check_family(family)
   if family == "gpt":
     check_length(prompts, max_new_tokens, context or model.config.context)
   tokens_BxP, valid_BxP = left_pad(prompts)
@@ -168,11 +173,7 @@ def generate(model, params, prompts: list, *, family: str = "gpt", max_new_token
 
 
 def _check_flags(config) -> None:
-  m = config.model
-  if m.family not in FAMILIES:
-    raise ConfigError(f"{FLAGS.workdir} holds model.family={m.family}, which is not autoregressive (it predicts "
-                      f"masked tokens from both sides), so it cannot continue a prompt; sample from a run of "
-                      f"model.family={' or '.join(FAMILIES)}")
+  check_family(config.model.family, where=f"{FLAGS.workdir} holds ")
   if config.objective != "next_token":
     raise ConfigError(f"{FLAGS.workdir} was trained with objective={config.objective}, so its model predicts no "
                       "next token; sample from a run of objective=next_token")

@@ -207,7 +207,7 @@ def _train(config, workdir: str, preemption) -> dict:
   run.writer.close()
   ledger.finish(run)
   # Resumed at the end with nothing owed: report the saved state's metrics again.
-  return evaluate.final or run.evaluate(run.eval_fn(), state)
+  return evaluate.final or run.evaluate(evaluate.eval_fn, state)
 
 
 def _restore_or_init(run, ckpt) -> tuple[int, step.TrainState, dict]:
