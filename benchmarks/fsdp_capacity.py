@@ -20,7 +20,8 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__)
   p.add_argument("--compile", action="store_true")
   o = p.parse_args(argv)
-  from pretrain import configlib, parallel, train
+  from pretrain import configlib
+  from pretrain.trainer import parallel, train
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   config = configlib.load(os.path.join(root, "configs/gpt2_124m.py:bench"), [
       ("parallel.strategy", "mesh"), ("parallel.mesh_shape", "(1,8)"), ("train.batch_size", "96"),

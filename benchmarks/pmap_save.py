@@ -18,7 +18,8 @@ def main(argv=None):
   p.add_argument("--layers", type=int, default=6)
   p.add_argument("--saves", type=int, default=10)
   o = p.parse_args(argv)
-  from pretrain import checkpoint, configlib, train
+  from pretrain import configlib
+  from pretrain.trainer import checkpoint, train
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   config = configlib.load(os.path.join(root, "configs/quickstart.py:tiny"), [
       ("parallel.strategy", "pmap"), ("model.width", str(o.width)), ("model.num_layers", str(o.layers)),

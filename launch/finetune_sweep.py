@@ -21,7 +21,8 @@ import numpy as np
 from absl import flags
 
 from launch import sweep as grid
-from pretrain import cli, metrics
+from pretrain import cli
+from pretrain.trainer import metrics
 
 flags.DEFINE_string("pretrained", None, "Run directory of the pretrained model (e.g. configs/quickstart.py's).")
 flags.DEFINE_list("budgets", ["8", "32", "128"], "Labeled examples per class (data.labels_per_class).")
@@ -45,9 +46,10 @@ def _final_val(workdir: str) -> dict:
 
 def run_grid(*, config_spec, pretrained, root, budgets, modes, seeds, overrides=()) -> dict:
   """Trains every (budget, mode, seed) not yet finished; returns {(mode, budget): [final val metrics]}."""
-  from pretrain import checkpoint, run_dir, train
+  from pretrain import finetune
+  from pretrain.trainer import run_dir
   run_dir.saved_config(pretrained)  # A missing pretrained run stops the sweep before any run.
-  checkpoint.saved_tree(os.path.join(os.path.abspath(pretrained), "checkpoints"))
+  run_dir.checkpoint_step(pretrained)
   runs = grid.expand(config_spec, [f"data.labels_per_class={','.join(map(str, budgets))}",
                                    f"init.mode={','.join(modes)}"], seeds=seeds, root=root,
                      fixed=[*overrides, ("init.workdir", pretrained)])
@@ -56,7 +58,7 @@ def run_grid(*, config_spec, pretrained, root, budgets, modes, seeds, overrides=
   for i, run in enumerate(runs, 1):
     tick = time.perf_counter()
     if not grid.is_finished(run):
-      train.train(run.config, run.workdir)
+      finetune.train(run.config, run.workdir)
     final = _final_val(run.workdir)
     print(f"[{i}/{len(runs)}] {run.name}: accuracy {final['accuracy']:.4f}, NLL {final['loss']:.4f} "
           f"({time.perf_counter() - tick:.0f} s)", flush=True)

@@ -18,7 +18,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   from launch import finetune_sweep
-  from pretrain import train
+  from pretrain.trainer import train
   config = cli.load_config("configs/quickstart.py", cli.OVERRIDES)
   final = train.train(config, FLAGS.workdir)
   bits, entropy = final["bits_per_token"], final["entropy_bits_per_token"]

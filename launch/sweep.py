@@ -29,7 +29,8 @@ import time
 
 from absl import flags
 
-from pretrain import cli, configlib, ledger, metrics
+from pretrain import cli, configlib
+from pretrain.trainer import ledger, metrics
 from pretrain.errors import ConfigError
 
 flags.DEFINE_string("config", None, "Config file, optionally with a variant: configs/NAME.py[:VARIANT].")

@@ -14,8 +14,8 @@ import ml_collections
 
 from pretrain.errors import ConfigError
 
-MAX_MARKOV_TABLE = 1 << 24  # Transition entries (128 MiB of float64).
-MAX_MARKOV_TOKENS = 1 << 28  # Tokens drawn for the train and validation splits together.
+# The defaults every config starts from, and onto which a saved config.json is upgraded.
+BASE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "base.py")
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
@@ -108,7 +108,29 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 
 
 def from_json(text: str) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(json.loads(text))
+  """A saved config, upgraded onto today's configs/base.py (see `upgrade`)."""
+  return upgrade(json.loads(text))
+
+
+def upgrade(saved: dict) -> ml_collections.ConfigDict:
+  """The values of a config saved by any earlier version, on today's defaults: a field added since it was saved
+  takes its default from configs/base.py (the one place defaults are written), so code reads every field
+  directly. Fields base.py no longer has are kept as saved; lists (JSON's tuples) become tuples again."""
+  config = load(BASE_CONFIG)
+  config.unlock()
+  _overlay(config, saved)
+  config.lock()
+  return config
+
+
+def _overlay(node: ml_collections.ConfigDict, saved: dict) -> None:
+  for key, value in saved.items():
+    if isinstance(value, dict) and isinstance(node.get(key), ml_collections.ConfigDict):
+      _overlay(node[key], value)
+      continue
+    with node.ignore_type():
+      node[key] = ml_collections.ConfigDict(value) if isinstance(value, dict) else (
+          tuple(value) if isinstance(value, list) else value)
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -149,40 +171,18 @@ def validate(config, *, num_devices: int) -> None:
   if (t.batch_size // num_devices) % o.accum_steps:
     raise ConfigError(f"optim.accum_steps={o.accum_steps} does not divide the per-device batch "
                       f"{t.batch_size // num_devices}; pick a divisor of it")
-  if config.eval.batch_size < 0 or config.eval.get("micro_batch_size", 0) < 0:
+  if config.eval.batch_size < 0 or config.eval.micro_batch_size < 0:
     raise ConfigError(f"eval.batch_size={config.eval.batch_size} and eval.micro_batch_size="
-                      f"{config.eval.get('micro_batch_size', 0)} must be >= 0 (0: the train batch / micro-batch)")
+                      f"{config.eval.micro_batch_size} must be >= 0 (0: the train batch / micro-batch)")
   k = t.steps_per_call
   for key in ("log_every", "eval_every", "checkpoint_every", "steps"):
     if t[key] % k:
       raise ConfigError(f"train.{key}={t[key]} is not a multiple of train.steps_per_call={k}; "
                         f"use a multiple of {k} or set --config.train.steps_per_call=1")
-  mk = config.data.markov
-  if config.data.name == "markov":
-    for key in ("num_sources", "vocab_size", "num_train", "num_val"):
-      if mk[key] < 1:
-        raise ConfigError(f"data.markov.{key}={mk[key]} must be at least 1")
-    if mk.seq_len < 2:
-      raise ConfigError(f"data.markov.seq_len={mk.seq_len} must be at least 2")
-    if not 1 <= mk.branching <= mk.vocab_size:
-      raise ConfigError(f"data.markov.branching={mk.branching} must be between 1 and data.markov.vocab_size="
-                        f"{mk.vocab_size}")
-    # The sources are dense K x V x V float64 tables and the samples are drawn in memory: bound both
-    # so a typo fails here rather than as an out-of-memory error minutes later.
-    if mk.num_sources * mk.vocab_size ** 2 > MAX_MARKOV_TABLE:
-      raise ConfigError(f"data.markov.num_sources * vocab_size**2 = {mk.num_sources * mk.vocab_size ** 2} exceeds "
-                        f"{MAX_MARKOV_TABLE} transition entries; use fewer sources or a smaller vocabulary")
-    tokens = (mk.num_train + mk.num_val) * mk.seq_len
-    if tokens > MAX_MARKOV_TOKENS:
-      raise ConfigError(f"data.markov: (num_train + num_val) * seq_len = {tokens} tokens exceeds {MAX_MARKOV_TOKENS}; "
-                        "use fewer or shorter sequences, or your own data with data.name=text")
   profile = tuple(t.profile_steps)
   if profile and not (len(profile) == 2 and all(isinstance(x, int) for x in profile) and 0 <= profile[0] < profile[1]):
     raise ConfigError(f"train.profile_steps={profile} must be (START, END) with 0 <= START < END, e.g. (5,10), or ()")
   eval_extra(config)
-  if config.data.name == "text" and config.data.path and not os.path.exists(config.data.path):
-    raise ConfigError(f"data.path={config.data.path!r} does not exist; set --config.data.path to a text file or "
-                      "directory")
 
 
 RESERVED_SPLITS = ("train", "val", "events")  # metrics.jsonl splits the loop writes itself.
@@ -191,7 +191,7 @@ RESERVED_SPLITS = ("train", "val", "events")  # metrics.jsonl splits the loop wr
 def eval_extra(config) -> list[tuple[str, list[tuple[str, str]]]]:
   """eval.extra entries "NAME:KEY=VALUE,KEY=VALUE" as (NAME, [(data key, value text)]), checked."""
   out = []
-  for entry in config.eval.get("extra", ()):
+  for entry in config.eval.extra:
     name, colon, spec = str(entry).partition(":")
     pairs = [p.strip().partition("=") for p in re.split(r",(?=\s*[A-Za-z_][\w.]*=)", spec) if p.strip()]
     if not colon or not re.fullmatch(r"[A-Za-z][\w-]*", name) or not pairs or any(not eq or not k for k, eq, _ in pairs):
@@ -214,7 +214,7 @@ def eval_batching(config, num_devices: int) -> tuple[int, int]:
   train.batch_size), rounded up to a multiple of the device count; the eval batch is rounded up to whole
   micro-batches. Rows past the end of the split carry mask 0, so the size changes the cost, not the result."""
   wanted = config.eval.batch_size or config.train.batch_size
-  micro = min(config.eval.get("micro_batch_size", 0) or config.train.batch_size // config.optim.accum_steps, wanted)
+  micro = min(config.eval.micro_batch_size or config.train.batch_size // config.optim.accum_steps, wanted)
   micro = -(-micro // num_devices) * num_devices
   accum = -(-wanted // micro)
   return accum * micro, accum

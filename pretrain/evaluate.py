@@ -12,21 +12,21 @@ batches) as one JSON line, the last line of standard output, also appended to W/
 split "evaluate".
 """
 import json
-import math
 
 import jax
 import ml_collections
 from absl import flags
 
-from pretrain import checkpoint, cli, configlib, data, metrics, models, objectives, run_dir, step, storage, tree
-from pretrain.errors import CheckpointError, ConfigError
+from pretrain import cli, configlib, data, tree
+from pretrain.trainer import checkpoint, layout, metrics, run_dir, step
+from pretrain.errors import ConfigError
 
 FLAGS = flags.FLAGS
 
 
 def eval_config(saved, given, overrides=()) -> ml_collections.ConfigDict:
   """W's saved config with the data and eval sections of `given`; eval.batches=0 unless overridden."""
-  config = ml_collections.ConfigDict(saved.to_dict())
+  config = configlib.upgrade(saved.to_dict())
   config.data = ml_collections.ConfigDict(given.data.to_dict())
   config.eval = ml_collections.ConfigDict(given.eval.to_dict())
   config.eval.batch_size = given.eval.batch_size or given.train.batch_size
@@ -39,34 +39,21 @@ def eval_config(saved, given, overrides=()) -> ml_collections.ConfigDict:
   return config
 
 
-def checkpoint_step(workdir: str, at_step: int | None) -> int:
-  """`at_step`, or the newest step, after checking that W holds that checkpoint."""
-  steps = sorted(int(d) for d in storage.listdir(storage.join(workdir, "checkpoints")) if d.isdigit())
-  if not steps:
-    raise CheckpointError(f"{workdir} has no checkpoint; train it with pretrain.main or import one with pretrain.hf")
-  if at_step is not None and at_step not in steps:
-    raise CheckpointError(f"{workdir} has no checkpoint {at_step}; pass --step with one of {steps}")
-  return steps[-1] if at_step is None else at_step
-
-
-def check_fits(config, dataset, workdir: str, at_step: int) -> None:
+def check_fits(parts, workdir: str, at_step: int) -> None:
   """Stops with one error listing every entry where W's checkpoint and the model this data implies differ."""
+  config, dataset = parts.config, parts.dataset
   saved = config.model
-  if saved.get("vocab_size", 0) and dataset.vocab_size > saved.vocab_size:
+  if saved.vocab_size and dataset.vocab_size > saved.vocab_size:
     raise ConfigError(f"the data has {dataset.vocab_size} token ids but {workdir}'s model reads {saved.vocab_size}; "
                       "evaluate on data with the model's tokenizer (data.tokenizer, data.tokenizer_path)")
-  saved_data = run_dir.saved_config(workdir).get("data", {})
-  if saved_data.get("tokenizer") == "file" and config.data.get("tokenizer") != "file":
-    raise ConfigError(f"{workdir}'s model reads ids of the tokenizer in {saved_data.get('tokenizer_path')}; set "
-                      f"--config.data.tokenizer=file --config.data.tokenizer_path={saved_data.get('tokenizer_path')}")
-  model = models.build(config, dataset)
-  sample = data.train_batch(dataset.train, 0, seed=config.seed, batch_size=1,
-                            seq_len=data.seq_len(dataset, config.model.context))
-  inputs = objectives.MODEL_INPUTS[config.objective](sample)
-  want = jax.eval_shape(lambda: model.init(jax.random.key(0), inputs, train=False))
-  _, have = checkpoint.saved_tree(storage.join(workdir, "checkpoints"), at_step)
+  saved_data = run_dir.saved_config(workdir).data
+  if saved_data.tokenizer == "file" and config.data.tokenizer != "file":
+    raise ConfigError(f"{workdir}'s model reads ids of the tokenizer in {saved_data.tokenizer_path}; set "
+                      f"--config.data.tokenizer=file --config.data.tokenizer_path={saved_data.tokenizer_path}")
+  want = {"params": parts.shapes.params, **parts.shapes.model_state}
+  _, have = checkpoint.saved_tree(layout.checkpoints(workdir), at_step)
   have = {"params": have["params"], **(have.get("model_state") or {})}
-  want, have = tree.shapes(dict(want)), tree.shapes(have)
+  want, have = tree.shapes(want), tree.shapes(have)
   problems = [f"{name}: checkpoint {have.get(name, 'missing')}, model {want.get(name, 'missing')}"
               for name in sorted(set(want) | set(have)) if want.get(name) != have.get(name)]
   if problems:
@@ -77,23 +64,15 @@ def check_fits(config, dataset, workdir: str, at_step: int) -> None:
 def evaluate(workdir: str, given, at_step: int | None = None, overrides=()) -> dict:
   """Metrics of W's checkpoint on `given`'s validation split; also appended to W/metrics.jsonl."""
   config = eval_config(run_dir.saved_config(workdir), given, overrides)
-  at_step = checkpoint_step(workdir, at_step)
-  check_fits(config, data.load(config), workdir, at_step)
-  run = run_dir.load(workdir, at_step, config=config)
-  objective = objectives.OBJECTIVES[config.objective]
+  at_step = run_dir.checkpoint_step(workdir, at_step)
+  data.check(config)
+  parts = run_dir.build(config)
+  check_fits(parts, workdir, at_step)
+  run = run_dir.load(workdir, at_step, parts=parts)
   batch_size, accum_steps = configlib.eval_batching(config, num_devices=1)
-  eval_step = jax.jit(step.make_eval_step(run.model, objective, accum_steps=accum_steps))
-  state = step.TrainState(step=run.step, params=run.params, opt_state=None, model_state=run.model_state)
-  seq_len = data.seq_len(run.dataset, config.model.context)
-  sums = [eval_step(state, batch) for batch in data.eval_batches(
-      run.dataset.val, batch_size=batch_size, seq_len=seq_len, max_batches=config.eval.batches)]
-  out = metrics.summarize_eval(jax.device_get(sums))
-  out["bits_per_token_sem"] = out["loss_sem"] / math.log(2)
-  out["perplexity_sem"] = out["perplexity"] * out["loss_sem"]  # Delta method: d exp(x) = exp(x) dx.
-  if config.objective == "next_token":
-    whole = len(sums) == data.num_eval_batches(run.dataset.val, batch_size=batch_size, seq_len=seq_len)
-    out = metrics.against_references(out, run.dataset.metadata, whole_split=whole)
-  out["data"] = run.dataset.name
+  eval_step = jax.jit(step.make_eval_step(parts.model, parts.objective.loss, accum_steps=accum_steps))
+  out = run_dir.evaluate(parts, eval_step, run.state(), batch_size=batch_size, max_batches=config.eval.batches)
+  out["data"] = parts.dataset.name
   writer = metrics.MetricWriter(workdir)
   writer.write(run.step, "evaluate", out)
   writer.close()

@@ -7,8 +7,10 @@ Modes (init.mode):
   linear_probe  load them, train only the new head (optim.freeze gains "^backbone/");
   scratch       the same architecture from random init: the baseline that shows what pretraining buys.
 
-Where it runs in train.py: `resolve_config` before anything is built; `load_pretrained` only when the run's
-own workdir has no checkpoint, so a fine-tuning run that resumes restores its own full state instead.
+`train` is the fine-tuning layer above the training loop: it resolves the pretrained run (`resolve_config`:
+architecture and vocabulary size from its config.json and dataset.json) before anything is built, then runs
+pretrain.trainer.train with `load_pretrained` as the initializer, which the loop calls only when the run's own workdir
+has no checkpoint, so a fine-tuning run that resumes restores its own full state instead.
 
 Names: a classifier keeps the family's network under `backbone/`, so a pretrained `h_0/attn/c_attn/kernel`
 becomes `backbone/h_0/attn/c_attn/kernel`; the head (`head/...`) is new and keeps its fresh init.
@@ -18,14 +20,29 @@ import copy
 import jax
 import numpy as np
 
-from pretrain import checkpoint, ledger, optim, run_dir, storage
+from pretrain.trainer import checkpoint, layout, optim, run_dir
+from pretrain.trainer import train as trainer
 from pretrain.errors import CheckpointError, ConfigError
+from pretrain.rules import Rules
 
 MODES = ("full", "linear_probe", "scratch")
 ARCHITECTURES = ("checkpoint", "config")
 BACKBONE = "backbone/"
 # model.* settings that belong to the run being trained, not to the pretrained architecture.
 _RUN_SETTINGS = ("head", "dropout", "dtype", "attention")
+
+
+def train(config, workdir: str) -> dict:
+  """Trains (or resumes) `workdir` as the config says, starting from the pretrained run init.workdir names (if
+  any); returns the final eval metrics."""
+  if mode(config) == "scratch" and not config.init.workdir:
+    return trainer.train(config, workdir)
+  config = resolve_config(config)
+
+  def initialize(run, state):
+    return load_pretrained(run.config, run.model, run.tx, state, log=run.writer.console,
+                           vocabulary=run.dataset.vocabulary)
+  return trainer.train(config, workdir, initialize=initialize)
 
 
 def mode(config) -> str:
@@ -35,15 +52,13 @@ def mode(config) -> str:
 
 def _prefix(config) -> str:
   """Where the family's network sits in the model the config builds (see models.build)."""
-  return BACKBONE if config.get("objective") == "classification" else ""
+  return BACKBONE if config.objective == "classification" else ""
 
 
 def resolve_config(config):
   """The config a run really uses (a copy): init settings checked, the backbone's model.* taken from the
   pretrained run, the effective mode written down, and for linear_probe the backbone frozen."""
-  init = config.get("init")
-  if init is None:  # A config saved before the group existed.
-    return config
+  init = config.init
   chosen = mode(config)
   if chosen not in MODES:
     raise ConfigError(f"init.mode={chosen!r} is not one of {MODES}")
@@ -56,7 +71,7 @@ def resolve_config(config):
     raise ConfigError("init.mode=linear_probe trains only a classification head; set --config.objective=classification")
   if init.step < 0:
     raise ConfigError(f"init.step={init.step} must be >= 0 (0 is the newest checkpoint)")
-  optim.compile_patterns("init.dont_load", init.dont_load)
+  Rules("init.dont_load", init.dont_load)
   config = copy.deepcopy(config)
   if init.workdir and init.architecture == "checkpoint":
     saved = run_dir.saved_config(init.workdir)
@@ -65,9 +80,9 @@ def resolve_config(config):
         if key not in _RUN_SETTINGS and key in config.model:
           config.model[key] = tuple(value) if isinstance(value, list) else value
     # A vocabulary the backbone took from its data keeps its size: fine-tuning data may lack its end-of-text id.
-    pretrained_vocabulary = (ledger.read(init.workdir) or {}).get("vocabulary") or {}
-    if not config.model.vocab_size and pretrained_vocabulary.get("vocab_size"):
-      config.model.vocab_size = int(pretrained_vocabulary["vocab_size"])
+    pretrained_vocab_size = run_dir.saved_dataset(init.workdir).get("vocab_size")
+    if not config.model.vocab_size and pretrained_vocab_size:
+      config.model.vocab_size = int(pretrained_vocab_size)
   config.init.mode = chosen
   if chosen == "linear_probe" and f"^{BACKBONE}" not in config.optim.freeze:
     config.optim.freeze = (*config.optim.freeze, f"^{BACKBONE}")
@@ -106,15 +121,15 @@ def plan(config, saved_config, checkpoint_tree: dict, model_tree: dict, pretrain
   problem unless init.dont_load names it; entries outside the backbone (the head) start fresh.
   """
   src, dst = _prefix(saved_config), _prefix(config)
-  dont_load = optim.compile_patterns("init.dont_load", config.init.dont_load)
-  family_only = optim.compile_patterns("pretraining_only", pretraining_only) if dst else []
+  dont_load = Rules("init.dont_load", config.init.dont_load)
+  family_only = Rules("pretraining_only", pretraining_only if dst else ())
   model_flat = _flat(model_tree)
   mapping, problems = {}, []
   for (collection, name), meta in _flat(checkpoint_tree).items():
-    if not name.startswith(src) or any(p.search(name[len(src):]) for p in family_only):
+    if not name.startswith(src) or family_only.matches(name[len(src):]):
       continue
     target = (collection, dst + name[len(src):])
-    if any(p.search(target[1]) for p in dont_load):
+    if dont_load.matches(target[1]):
       continue
     if target not in model_flat:
       problems.append(f"unexpected {_show(target)} {tuple(meta.shape)} (the model has no such entry)")
@@ -124,7 +139,7 @@ def plan(config, saved_config, checkpoint_tree: dict, model_tree: dict, pretrain
     else:
       mapping[target] = (collection, name)
   for key, leaf in model_flat.items():
-    if key[1].startswith(dst) and key not in mapping and not any(p.search(key[1]) for p in dont_load):
+    if key[1].startswith(dst) and key not in mapping and not dont_load.matches(key[1]):
       problems.append(f"missing {_show(key)} {tuple(leaf.shape)} (not in the checkpoint)")
   return {k: v for k, v in mapping.items() if v is not None}, problems
 
@@ -132,7 +147,7 @@ def plan(config, saved_config, checkpoint_tree: dict, model_tree: dict, pretrain
 def check_vocabulary(workdir: str, vocabulary) -> None:
   """This run's token ids must mean what they meant in pretraining: the same bytes, characters or tokenizer
   file, and an end-of-text id (if this data has one) that the pretrained model had too."""
-  pretrained = (ledger.read(workdir) or {}).get("vocabulary")
+  pretrained = run_dir.saved_dataset(workdir).get("vocabulary")
   if pretrained is None or vocabulary is None:
     return
   symbols = lambda v: {k: x for k, x in v.items() if k not in ("end_of_text", "vocab_size")}
@@ -160,14 +175,14 @@ def load_pretrained(config, model, tx, state, log=print, vocabulary=None):
     return state
   check_vocabulary(init.workdir, vocabulary)
   saved = run_dir.saved_config(init.workdir)
-  directory = storage.join(init.workdir, "checkpoints")
+  directory = layout.checkpoints(init.workdir)
   step, saved_tree = checkpoint.saved_tree(directory, init.step or None)
   checkpoint_tree = {"params": saved_tree["params"], **(saved_tree.get("model_state") or {})}
   model_tree = {"params": state.params, **state.model_state}
   backbone = getattr(model, "backbone", model)
   mapping, problems = plan(config, saved, checkpoint_tree, model_tree, getattr(backbone, "pretraining_only", ()))
   if problems:
-    family, saved_family = config.model.family, saved.model.get("family")
+    family, saved_family = config.model.family, saved.model.family
     which = (f"it is a {saved_family!r} model and this is a {family!r} model, so no names line up; "
              if saved_family != family else "")
     raise CheckpointError(

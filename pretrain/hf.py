@@ -25,14 +25,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from pretrain import checkpoint, cli, configlib, data, models, optim, step
+from pretrain import cli, configlib, data, models
+from pretrain.trainer import checkpoint, layout, optim, run_dir, step
 from pretrain.data import tokenizers
 from pretrain.models import gpt
 from pretrain.errors import CheckpointError, ConfigError, DataError
 
 FLAGS = flags.FLAGS
 
-BASE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "base.py")
 WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"
 # Transformers' activation names: the tanh approximation has three, the exact (erf) GELU one.
 _GELU_APPROXIMATE = {"gelu_new": True, "gelu_pytorch_tanh": True, "gelu_fast": True, "gelu": False}
@@ -130,7 +130,7 @@ def read_tensors(hf_dir: str) -> dict[str, np.ndarray]:
 
 def _gpt(config):
   # The GPT's shapes need only the vocabulary size, which the config carries; no dataset is read.
-  return gpt.GPT(models.gpt_config(config, types.SimpleNamespace(vocab_size=config.model.vocab_size)))
+  return gpt.GPT(gpt.gpt_config(config, types.SimpleNamespace(vocab_size=config.model.vocab_size)))
 
 
 def _abstract_params(config) -> dict:
@@ -189,8 +189,7 @@ def write_workdir(config, params, workdir: str) -> None:
   state = step.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=jax.jit(tx.init)(params),
                           model_state={})
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(configlib.to_json(config))
+  run_dir.write_config(workdir, config)
   ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints, async_save=False)
   ckpt.save(0, state)
   ckpt.close()
@@ -198,11 +197,11 @@ def write_workdir(config, params, workdir: str) -> None:
 
 def import_hf(hf_dir: str, workdir: str, config=None):
   """Writes GPT-2 in `hf_dir` into the new run directory `workdir`; returns the saved config."""
-  if os.path.isdir(os.path.join(workdir, "checkpoints")) and os.listdir(os.path.join(workdir, "checkpoints")):
+  if os.path.isdir(layout.checkpoints(workdir)) and os.listdir(layout.checkpoints(workdir)):
     raise CheckpointError(f"{workdir} already holds checkpoints; import into a new --workdir")
   hf = read_hf_config(hf_dir)
   given_data = config is not None
-  base = configlib.load(BASE_CONFIG)
+  base = configlib.load(configlib.BASE_CONFIG)
   if config is None:
     config = base
     config.data.name = "text"  # Text is what a GPT-2 reads; --config.data.path names it when fine-tuning.
@@ -233,11 +232,9 @@ def import_hf(hf_dir: str, workdir: str, config=None):
 def restore(workdir: str, at_step: int | None = None) -> tuple[object, dict, int]:
   """(saved config, parameters as numpy arrays, step) of a run directory, reading neither its dataset nor
   its optimizer state."""
-  from pretrain import run_dir
-  from pretrain.evaluate import checkpoint_step
   config = run_dir.saved_config(workdir)
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  chosen, tree = checkpoint.saved_tree(directory, checkpoint_step(workdir, at_step))
+  directory = layout.checkpoints(os.path.abspath(workdir))
+  chosen, tree = checkpoint.saved_tree(directory, run_dir.checkpoint_step(workdir, at_step))
   target = {"params": jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), tree["params"])}
   return config, checkpoint.restore_subtree(directory, chosen, target)["params"], chosen
 
@@ -249,20 +246,16 @@ def export_hf(workdir: str, hf_dir: str, at_step: int | None = None) -> None:
   m = config.model
   if m.family != "gpt":
     raise ConfigError(f"{workdir} holds model.family={m.family!r}; export writes GPT-2, from model.family=gpt")
-  if m.get("position", "learned") != "learned":
+  if m.position != "learned":
     raise ConfigError(f"{workdir} holds a GPT with model.position={m.position!r}; GPT-2 has learned position "
                       "embeddings, so only model.position=learned exports")
-  if m.get("qk_norm", False) or m.get("activation", "gelu") != "gelu":
-    raise ConfigError(f"{workdir} holds a GPT with qk_norm={m.get('qk_norm', False)}, activation="
-                      f"{m.get('activation', 'gelu')!r}; GPT-2 has neither QK-norm nor another activation than GELU, "
+  if m.qk_norm or m.activation != "gelu":
+    raise ConfigError(f"{workdir} holds a GPT with qk_norm={m.qk_norm}, activation={m.activation!r}; GPT-2 has neither QK-norm nor another activation than GELU, "
                       "so only model.qk_norm=false, model.activation=gelu export")
   m.vocab_size, m.context = params["wte"]["embedding"].shape[0], params["wpe"]["embedding"].shape[0]
-  for key, default in (("gelu_approximate", False), ("layer_norm_eps", 1e-5)):  # Configs saved before these existed.
-    if key not in m:
-      m[key] = default
   os.makedirs(hf_dir, exist_ok=True)
   hf = hf_config(m)
-  if config.data.get("tokenizer") == "file" and config.data.get("tokenizer_path"):
+  if config.data.tokenizer == "file" and config.data.tokenizer_path:
     tokenizer = tokenizers.FileTokenizer(config.data.tokenizer_path)
     for f in tokenizer.files:
       shutil.copy(f, os.path.join(hf_dir, os.path.basename(f)))

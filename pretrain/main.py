@@ -14,10 +14,10 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  from pretrain import distributed, train  # Imported after flag parsing so `--help` is fast.
+  from pretrain import distributed, finetune  # Imported after flag parsing so `--help` is fast.
   distributed.initialize_from_env()
   config = cli.load_config(FLAGS.config, cli.OVERRIDES)
-  train.train(config, FLAGS.workdir)
+  finetune.train(config, FLAGS.workdir)  # Pretraining when config.init names no pretrained run.
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ import os
 import numpy as np
 from absl import flags
 
-from pretrain import cli, configlib, ledger, metrics, storage
+from pretrain import cli, configlib, storage
+from pretrain.trainer import layout, ledger, metrics
 from pretrain.errors import PretrainError
 
 FLAGS = flags.FLAGS
@@ -74,11 +75,11 @@ def find_workdirs(paths) -> list[str]:
   """Each path if it is a workdir (has metrics.jsonl), else its subfolders that are."""
   found = []
   for path in paths:
-    if storage.exists(storage.join(path, "metrics.jsonl")):
+    if storage.exists(layout.metrics(path)):
       found.append(path)
       continue
     subdirs = [storage.join(path, d) for d in storage.listdir(path)]
-    inside = [d for d in subdirs if storage.exists(storage.join(d, "metrics.jsonl"))]
+    inside = [d for d in subdirs if storage.exists(layout.metrics(d))]
     if not inside:
       raise PretrainError(f"{path} has no metrics.jsonl, nor do its subfolders; pass workdirs of pretrain.main "
                           "or a sweep's --root")
@@ -90,7 +91,7 @@ def load(workdir: str) -> Entry:
   record = ledger.read(workdir) or {}
   config = record.get("config")
   if config is None:
-    path = storage.join(workdir, "config.json")
+    path = layout.config(workdir)
     if not storage.exists(path):
       raise PretrainError(f"{workdir} has neither run.json nor config.json; is it a workdir of pretrain.main?")
     config = json.loads(storage.read_text(path))

@@ -1,4 +1,5 @@
-"""Continue prompts from a run's checkpoint: a GPT through its key-value cache, an LSTM through its carry.
+"""Continue prompts from a run's checkpoint through its family's generation steps: a GPT's key-value cache, an
+LSTM's carry (pretrain/models/__init__.py: generation_steps).
 
   python -m pretrain.sample --workdir DIR [--prompt TEXT | --prompts_file PATH] [--num_samples N]
       [--max_new_tokens N] [--temperature T] [--top_k K] [--top_p P] [--stop TEXT] [--seed S] [--format text|jsonl]
@@ -19,12 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from pretrain import cli
+from pretrain import cli, models, plugins
 from pretrain.errors import ConfigError
-from pretrain.models import gpt
 
 FLAGS = flags.FLAGS
-FAMILIES = ("gpt", "lstm")  # The autoregressive ones.
 
 
 def filter_logits(logits_BxV, top_k: int = 0, top_p: float = 1.0):
@@ -59,50 +58,13 @@ def left_pad(prompts: list) -> tuple[np.ndarray, np.ndarray]:
   return tokens_BxP, valid_BxP
 
 
-def _gpt_steps(model, params, length: int):
-  """prefill(tokens_BxP, valid_BxP) and step(token_B, state) -> (next-token logits [B, V], state), the state
-  being the key-value cache of `length` positions and each row's last position."""
-  def prefill(tokens_BxP, valid_BxP):
-    positions_BxP = jnp.maximum(jnp.cumsum(valid_BxP, axis=1) - 1, 0)
-    cache = gpt.init_cache(model, params, tokens_BxP.shape[0], length)
-    logits_BxPxV, variables = model.apply({"params": params, "cache": cache}, tokens_BxP, positions_BxT=positions_BxP,
-                                          valid_BxT=valid_BxP, decode=True, mutable=["cache"])
-    return logits_BxPxV[:, -1], (variables["cache"], positions_BxP[:, -1])
-
-  def step(token_B, state):
-    cache, position_B = state
-    logits_Bx1xV, variables = model.apply({"params": params, "cache": cache}, token_B[:, None],
-                                          positions_BxT=position_B[:, None] + 1, decode=True, mutable=["cache"])
-    return logits_Bx1xV[:, 0], (variables["cache"], position_B + 1)
-  return prefill, step
-
-
-def _lstm_steps(model, params):
-  """As _gpt_steps, the state being each layer's LSTM carry."""
-  def prefill(tokens_BxP, valid_BxP):
-    P = tokens_BxP.shape[1]
-    lengths_B = jnp.sum(valid_BxP, axis=1, dtype=jnp.int32)
-    # A recurrence cannot skip padding in front of it: each row moves to the left, the padding behind it.
-    source_BxP = (jnp.arange(P)[None] + (P - lengths_B)[:, None]) % P
-    tokens_BxP = jnp.take_along_axis(tokens_BxP, source_BxP, axis=1)
-    carries, logits_BxPxV = model.apply({"params": params}, tokens_BxP, seq_lengths_B=lengths_B, return_carry=True)
-    return jnp.take_along_axis(logits_BxPxV, (lengths_B - 1)[:, None, None], axis=1)[:, 0], carries
-
-  def step(token_B, carries):
-    carries, logits_Bx1xV = model.apply({"params": params}, token_B[:, None], initial_carries=carries,
-                                        return_carry=True)
-    return logits_Bx1xV[:, 0], carries
-  return prefill, step
-
-
-def generator(model, family: str, *, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
+def generator(model, family, *, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
               top_p: float = 1.0, end_id: int | None = None):
   """fn(params, tokens_BxP, valid_BxP, key) -> (new tokens [B, N], lengths [B]) to jit: a row's length counts
   its tokens up to and with end_id; the loop stops once every row has one."""
   def generate_fn(params, tokens_BxP, valid_BxP, key):
     B, P = tokens_BxP.shape
-    prefill, step = (_gpt_steps(model, params, P + max_new_tokens) if family == "gpt" else
-                     _lstm_steps(model, params))
+    prefill, step = family.generation_steps(model, params, P + max_new_tokens)
     logits_BxV, state = prefill(tokens_BxP, valid_BxP)
 
     def body(loop):
@@ -135,11 +97,16 @@ class Generation:
     return self.count / max(self.seconds, 1e-9)
 
 
-def check_family(family: str, where: str = "") -> None:
-  if family not in FAMILIES:
-    raise ConfigError(f"{where}model.family={family}, which is not autoregressive (it predicts masked tokens from both "
-                      f"sides), so it cannot continue a prompt; sample from a run of model.family="
-                      f"{' or '.join(FAMILIES)}")
+def generating_family(name: str, where: str = ""):
+  """The family module `name` names (model.family), which must have generation steps."""
+  family = plugins.load(plugins.FAMILY, name)
+  if not hasattr(family, "generation_steps"):
+    able = [n for n in plugins.builtins(plugins.FAMILY)
+            if hasattr(plugins.builtin(plugins.FAMILY, n), "generation_steps")]
+    raise ConfigError(f"{where}model.family={name}, which generates no tokens (it has no "
+                      f"generation_steps), so it cannot continue a prompt; sample from a run of model.family="
+                      f"{' or '.join(able)}")
+  return family
 
 
 def check_length(prompts: list, max_new_tokens: int, context: int) -> None:
@@ -152,11 +119,12 @@ def check_length(prompts: list, max_new_tokens: int, context: int) -> None:
 
 def generate(model, params, prompts: list, *, family: str = "gpt", max_new_tokens: int, temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0, seed: int = 0, end_id: int | None = None,
-             context: int | None = None) -> Generation:
-  """Continues each prompt (a list of token ids; rows of one batch) by up to max_new_tokens tokens."""
-  check_family(family)
-  if family == "gpt":
-    check_length(prompts, max_new_tokens, context or model.config.context)
+             max_length: int | None = None) -> Generation:
+  """Continues each prompt (a list of token ids; rows of one batch) by up to max_new_tokens tokens, through the
+  generation steps of the model.family `family` names; prompt and new tokens fit in max_length (None: no limit)."""
+  family = generating_family(family)
+  if max_length is not None:
+    check_length(prompts, max_new_tokens, max_length)
   tokens_BxP, valid_BxP = left_pad(prompts)
   fn = jax.jit(generator(model, family, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                          top_p=top_p, end_id=end_id))
@@ -173,7 +141,7 @@ def generate(model, params, prompts: list, *, family: str = "gpt", max_new_token
 
 
 def _check_flags(config) -> None:
-  check_family(config.model.family, where=f"{FLAGS.workdir} holds ")
+  generating_family(config.model.family, where=f"{FLAGS.workdir} holds ")
   if config.objective != "next_token":
     raise ConfigError(f"{FLAGS.workdir} was trained with objective={config.objective}, so its model predicts no "
                       "next token; sample from a run of objective=next_token")
@@ -198,26 +166,27 @@ def _prompt_texts() -> list[str]:
 
 def _encode(dataset, text: str) -> list[int]:
   ids = dataset.encode(text) if text else np.array([dataset.vocab_size - 1], np.int32)
-  if dataset.name == "markov":  # Sequences start with BOS.
-    ids = np.concatenate([[dataset.vocab_size - 1], ids])
+  if dataset.bos_id is not None:  # The data's sequences start with it.
+    ids = np.concatenate([[dataset.bos_id], ids])
   return [int(i) for i in ids]
 
 
 def main(argv):
   del argv
-  from pretrain import run_dir
+  from pretrain.trainer import run_dir
   config = run_dir.saved_config(FLAGS.workdir)
   _check_flags(config)
   if FLAGS.dtype == "float32":
     config.model.dtype = "float32"
-  if "remat" in config.model:
-    config.model.remat = "none"  # Rematerialisation saves memory in the backward pass only.
+  config.model.remat = "none"  # Rematerialisation saves memory in the backward pass only.
   run = run_dir.load(FLAGS.workdir, at_step=FLAGS.step, config=config)
   texts = [t for t in _prompt_texts() for _ in range(FLAGS.num_samples)]
   end_id = getattr(run.dataset.tokenizer, "end_of_text", None)
+  family = models.family(config)
   out = generate(run.model, run.params, [_encode(run.dataset, t) for t in texts], family=config.model.family,
                  max_new_tokens=FLAGS.max_new_tokens, temperature=FLAGS.temperature, top_k=FLAGS.top_k,
-                 top_p=FLAGS.top_p, seed=FLAGS.seed, end_id=end_id, context=config.model.context)
+                 top_p=FLAGS.top_p, seed=FLAGS.seed, end_id=end_id,
+                 max_length=family.max_length(config) if hasattr(family, "max_length") else None)
   for i, (text, new) in enumerate(zip(texts, out.tokens)):
     completion = run.dataset.decode(new)
     if FLAGS.stop and FLAGS.stop in completion:

@@ -7,7 +7,8 @@ import hypothesis
 import hypothesis.strategies as st
 import pytest
 
-from pretrain import checkpoint, configlib, data, train
+from pretrain import configlib, data
+from pretrain.trainer import checkpoint, train
 from pretrain.errors import ConfigError, PretrainError
 from tests.conftest import ROOT, tiny_config
 

@@ -14,7 +14,7 @@ FINETUNE = ["--config", "configs/quickstart_finetune.py:tiny"]
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-  from pretrain import train
+  from pretrain.trainer import train
   workdir = str(tmp_path_factory.mktemp("pretrained"))
   train.train(tiny_config(**{"train.steps": 10}), workdir)
   return workdir
@@ -27,19 +27,20 @@ def finetune_config(pretrained, **overrides):
 
 
 def flat(tree) -> dict:
-  from pretrain import optim
+  from pretrain.trainer import optim
   return {optim.param_name(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def pretrained_params(pretrained) -> dict:
-  from pretrain import run_dir
+  from pretrain.trainer import run_dir
   return flat(run_dir.load(pretrained).params)
 
 
 def init_and_load(config, workdir):
   """(run, fresh state, state after loading the pretrained parameters), without training."""
-  from pretrain import finetune, train
-  run = train.Run(config, str(workdir))
+  from pretrain import finetune
+  from pretrain.trainer import train
+  run = train.Run(finetune.resolve_config(config), str(workdir))
   fresh = run.init_state()
   return run, fresh, finetune.load_pretrained(run.config, run.model, run.tx, fresh, log=lambda line: None)
 
@@ -88,7 +89,8 @@ def test_every_mismatch_in_one_error_and_dont_load_excuses_them(pretrained, tmp_
 
 def test_checkpoint_of_another_family_is_refused_with_every_name(pretrained, tmp_path):
   """A run whose config.json and checkpoint come from a different family (a small CNN, saved by hand)."""
-  from pretrain import checkpoint, configlib, step
+  from pretrain import configlib
+  from pretrain.trainer import checkpoint, step
   from pretrain.errors import CheckpointError
   other = tmp_path / "cnn"
   other.mkdir()
@@ -111,14 +113,15 @@ def test_checkpoint_of_another_family_is_refused_with_every_name(pretrained, tmp
 
 
 def test_frozen_parameters_are_bit_identical_after_training(pretrained, tmp_path):
-  from pretrain import run_dir, train
+  from pretrain import finetune
+  from pretrain.trainer import run_dir
   before = pretrained_params(pretrained)
-  train.train(finetune_config(pretrained, **{"init.mode": "linear_probe"}), str(tmp_path / "probe"))
+  finetune.train(finetune_config(pretrained, **{"init.mode": "linear_probe"}), str(tmp_path / "probe"))
   probe = flat(run_dir.load(str(tmp_path / "probe")).params)
   for name, value in before.items():
     assert np.array_equal(probe[f"backbone/{name}"], value), name
   assert np.abs(probe["head/kernel"]).sum() > 0
-  train.train(finetune_config(pretrained, **{"optim.freeze": "h_0/attn/"}), str(tmp_path / "part"))
+  finetune.train(finetune_config(pretrained, **{"optim.freeze": "h_0/attn/"}), str(tmp_path / "part"))
   part = flat(run_dir.load(str(tmp_path / "part")).params)
   for name in ("h_0/attn/c_attn/kernel", "h_0/attn/c_proj/kernel"):
     assert np.array_equal(part[f"backbone/{name}"], before[name]), name
@@ -126,7 +129,7 @@ def test_frozen_parameters_are_bit_identical_after_training(pretrained, tmp_path
 
 
 def test_optimizer_rules_freeze_scale_and_reject_typos():
-  from pretrain import optim
+  from pretrain.trainer import optim
   from pretrain.errors import ConfigError
   params = {"backbone": {"w": np.ones((3, 3), np.float32)}, "head": {"w": np.ones((3, 2), np.float32)}}
   grads = jax.tree_util.tree_map(lambda p: np.full(p.shape, 0.01, np.float32), params)
@@ -167,7 +170,8 @@ def test_labeled_subset_is_balanced_nested_and_checked():
 
 
 def test_command_line_finetune_writes_accuracy_and_resumes_from_its_own_checkpoint(pretrained, tmp_path):
-  from pretrain import run_dir, train
+  from pretrain import finetune
+  from pretrain.trainer import run_dir
   full, resumed = tmp_path / "full", tmp_path / "resumed"
   out = run_main(*FINETUNE, f"--config.init.workdir={pretrained}", "--workdir", full).stdout
   assert "init: 9 arrays from" in out and "fresh init: head/bias, head/kernel" in out
@@ -177,7 +181,7 @@ def test_command_line_finetune_writes_accuracy_and_resumes_from_its_own_checkpoi
   # pretrained parameters, and continues as if never stopped.
   shutil.copytree(full, resumed)
   shutil.rmtree(resumed / "checkpoints" / "10")
-  train.train(finetune_config(pretrained), str(resumed))
+  finetune.train(finetune_config(pretrained), str(resumed))
   strip = lambda rows: [{k: v for k, v in r.items() if "_per_s" not in k} for r in rows]
   assert strip(read_metrics(resumed)) == strip(read_metrics(full))
   # Starting a new task from the fine-tuned classifier: its backbone loads, its old head does not.

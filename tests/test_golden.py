@@ -16,7 +16,7 @@ RTOL = 1e-4
 
 
 def test_tiny_run_matches_the_stored_losses(tmp_path):
-  from pretrain import train
+  from pretrain.trainer import train
   final = train.train(tiny_config(), str(tmp_path))
   measured = {"train_loss": read_metrics(tmp_path, "train")[-1]["loss"], "val_loss": final["loss"]}
   for key, expected in GOLDEN.items():

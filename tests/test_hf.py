@@ -11,7 +11,8 @@ import tokenizers
 import torch  # torch and transformers come with the test extra (make test installs them).
 import transformers
 
-from pretrain import configlib, data, hf, run_dir
+from pretrain import configlib, data, hf
+from pretrain.trainer import run_dir
 from pretrain.errors import CheckpointError, ConfigError
 from tests.conftest import ROOT, run_main
 

@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from pretrain import checkpoint, ledger, metrics, optim, report, train
+from pretrain import report
+from pretrain.trainer import checkpoint, ledger, metrics, optim, train
 from pretrain.errors import DataError, Preempted
 from tests.conftest import read_metrics, run_main, tiny_config
 

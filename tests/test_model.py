@@ -3,8 +3,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pretrain import models, objectives
-from pretrain.models import GPTConfig, gpt
+from pretrain import models
+from pretrain.objectives import next_token
+from pretrain.models import gpt
+from pretrain.models.gpt import GPTConfig
 
 
 def _model(**kw):
@@ -93,11 +95,11 @@ class _FixedLogits:
 def test_next_token_objective_by_hand():
   logits = jnp.log(jnp.array([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]]))  # B=1, T=2, V=3
   batch = {"tokens": jnp.array([[2, 0, 1]]), "mask": jnp.ones(1), "token_mask": jnp.ones((1, 3))}
-  sums, _ = objectives.next_token(_FixedLogits(logits), {}, batch, train=False, rng=None)
+  sums, _ = next_token.loss(_FixedLogits(logits), {}, batch, train=False, rng=None)
   assert float(sums["count"]) == 2
   np.testing.assert_allclose(float(sums["loss_sum"]), -np.log(0.5) - np.log(0.8), rtol=1e-6)
   batch["token_mask"] = jnp.array([[1.0, 1.0, 0.0]])  # the second target is padding
-  sums, _ = objectives.next_token(_FixedLogits(logits), {}, batch, train=False, rng=None)
+  sums, _ = next_token.loss(_FixedLogits(logits), {}, batch, train=False, rng=None)
   assert float(sums["count"]) == 1
   np.testing.assert_allclose(float(sums["loss_sum"]), -np.log(0.5), rtol=1e-6)
 
@@ -105,5 +107,11 @@ def test_next_token_objective_by_hand():
 def test_flops_per_token_counts_like_nanogpt(tmp_path):
   from tests.conftest import tiny_config
   c = tiny_config()
-  # 6N + 12 L H Q T with N = 1000 non-position parameters.
-  assert models.flops_per_token(c, 1000 + 7, 7) == 6 * 1000 + 12 * 1 * 4 * 8 * 32
+  # 6N + 12 L H Q T with N = 1000 non-position parameters, wherever the family's network sits.
+  params = {"wte": {"embedding": jax.ShapeDtypeStruct((100, 10), jnp.float32)},
+            "wpe": {"embedding": jax.ShapeDtypeStruct((7, 1), jnp.float32)}}
+  expected = 6 * 1000 + 12 * 1 * 4 * 8 * 32
+  assert models.flops_per_token(c, params, forward_flops=None) == expected
+  assert models.flops_per_token(c, {"backbone": params}, forward_flops=None) == expected
+  lstm = tiny_config(**{"model.family": "lstm"})
+  assert models.flops_per_token(lstm, params, forward_flops=None) == 6 * 1007

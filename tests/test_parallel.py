@@ -14,7 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from pretrain import parallel, run_dir, train, tree
+from pretrain import tree
+from pretrain.trainer import parallel, run_dir, train
 from tests.conftest import ROOT, read_metrics, run_main, tiny_config
 
 STRATEGIES = {

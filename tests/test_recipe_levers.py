@@ -11,8 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pretrain import configlib, errors, optim
-from pretrain.models import GPTConfig, gpt
+from pretrain import configlib, errors
+from pretrain.trainer import optim
+from pretrain.models import gpt
+from pretrain.models.gpt import GPTConfig
 from tests.conftest import ROOT, tiny_config
 
 _TINY_GPT = GPTConfig(vocab_size=11, context=8, num_layers=1, num_heads=2, width=16)
@@ -93,7 +95,7 @@ def test_relu2_mlp_is_the_square_of_relu():
                              rtol=1e-4, atol=1e-5)
   with pytest.raises(errors.ConfigError, match="model.activation='swish' must be one of"):
     from pretrain import models
-    models.gpt_config(tiny_config(**{"model.activation": "swish"}), type("D", (), {"vocab_size": 11})())
+    gpt.gpt_config(tiny_config(**{"model.activation": "swish"}), type("D", (), {"vocab_size": 11})())
 
 
 def test_zero_head_starts_at_the_uniform_prediction():

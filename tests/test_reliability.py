@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from pretrain import run_dir
+from pretrain.trainer import run_dir
 from tests.conftest import ROOT, read_metrics, run_main
 
 TINY = ["--config", "configs/quickstart.py:tiny"]
@@ -71,7 +71,7 @@ def test_signal_saves_current_step_and_rerun_matches(reference, tmp_path, sig, c
 
 
 def test_preemption_is_checked_inside_evaluation():
-  from pretrain import train
+  from pretrain.trainer import train
   from tests.conftest import tiny_config
   run = train.Run(tiny_config(), "/tmp/unused-eval-stop")
   calls = []
@@ -82,7 +82,7 @@ def test_preemption_is_checked_inside_evaluation():
 def test_several_processes_agree_on_a_signal_only_where_asked(monkeypatch):
   """Between log/eval/checkpoint steps no allgather runs (steps stay pipelined); where asked, one
   signalled process stops them all."""
-  from pretrain import guards
+  from pretrain.trainer import guards
   gathered = []
   monkeypatch.setattr(jax, "process_count", lambda: 2)
   monkeypatch.setattr(guards.multihost_utils, "process_allgather",

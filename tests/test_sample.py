@@ -11,7 +11,8 @@ import transformers
 
 from pretrain import configlib, hf, sample
 from pretrain.errors import ConfigError
-from pretrain.models import GPTConfig, gpt, lstm
+from pretrain.models import gpt, lstm
+from pretrain.models.gpt import GPTConfig
 from tests.conftest import ROOT, run_main
 
 torch.set_num_threads(1)  # Tiny models: one thread, leaving the other cores to the rest of the suite.
@@ -38,7 +39,7 @@ MODELS = ("gpt-learned", "gpt-rope", "lstm")
 
 
 def _steps(model, params, family, total):
-  return sample._gpt_steps(model, params, total) if family == "gpt" else sample._lstm_steps(model, params)
+  return (gpt if family == "gpt" else lstm).generation_steps(model, params, total)
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pretrain import data, finetune
-from pretrain.data import batching, prepare, sources, store, tokenizers
+from pretrain.data import batching, corpus, prepare, store, tokenizers
 from pretrain.errors import CheckpointError, DataError
 from tests.conftest import ROOT, read_metrics, run_main, tiny_config
 

@@ -2,7 +2,7 @@
 import jax
 import numpy as np
 
-from pretrain import run_dir, train
+from pretrain.trainer import run_dir, train
 from tests.conftest import read_metrics, run_main, tiny_config
 
 

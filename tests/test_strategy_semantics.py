@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from pretrain import run_dir, step, train
+from pretrain.trainer import run_dir, step, train
 from tests.conftest import read_metrics, tiny_config
 from tests.test_zoo_e2e import digits  # noqa: F401  (80 fake digits, 20 x 20)
 
@@ -106,9 +106,9 @@ def test_gpt2_124m_eval_needs_no_more_memory_than_its_training():
   run = train.Run(config, "/tmp/unused-gpt2-eval-memory")
   abstract = jax.eval_shape(run.init_state)
   shape = lambda tree: jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
-  train_step = jax.jit(step.make_multi_step(step.make_train_step(run.model, run.objective, run.tx, seed=0,
+  train_step = jax.jit(step.make_multi_step(step.make_train_step(run.model, run.parts.objective.loss, run.tx, seed=0,
                                                                  accum_steps=40), 1))
-  eval_step = jax.jit(step.make_eval_step(run.model, run.objective, accum_steps=run.eval_accum_steps))
+  eval_step = jax.jit(step.make_eval_step(run.model, run.parts.objective.loss, accum_steps=run.eval_accum_steps))
   assert (run.eval_batch_size, run.eval_accum_steps) == (480, 40)
   eval_batch = data.eval_batch(run.dataset.val, 0, batch_size=480, seq_len=run.seq_len)
   memory = lambda f, *args: f.lower(*args).compile().memory_analysis().temp_size_in_bytes

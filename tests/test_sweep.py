@@ -65,7 +65,7 @@ def test_bad_sweeps_stop_before_any_run(sweeps, zips, seeds, expected):
 # --- what counts as finished (no training) ------------------------------------------------------------
 
 def test_finished_means_ledger_finished_with_the_same_overrides(tmp_path):
-  from pretrain import ledger
+  from pretrain.trainer import ledger
   sweep = _sweep()
   run, = sweep.expand(TINY, root=str(tmp_path))
   assert not sweep.is_finished(run)  # no workdir yet

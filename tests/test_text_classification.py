@@ -5,7 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pretrain import data, metrics, models, train
+from pretrain import data
+from pretrain import finetune as fine_tuning
+from pretrain.models import gpt
+from pretrain.trainer import metrics, run_dir, train
 from pretrain.errors import CheckpointError, ConfigError
 from pretrain.models import classifier
 from tests.conftest import tiny_config, rows
@@ -80,8 +83,8 @@ def test_labeled_texts_become_padded_rows_and_unlabeled_use_a_stream(reviews_dir
 
 @pytest.mark.parametrize("pooling", ["mean", "last"])
 def test_pooling_reads_only_real_tokens(pooling):
-  gpt_config = models.GPTConfig(vocab_size=11, context=12, num_layers=1, num_heads=2, width=16)
-  model = classifier.Classifier(models.gpt.GPT(gpt_config), num_classes=3, pooling=pooling)
+  gpt_config = gpt.GPTConfig(vocab_size=11, context=12, num_layers=1, num_heads=2, width=16)
+  model = classifier.Classifier(gpt.GPT(gpt_config), num_classes=3, pooling=pooling)
   tokens = np.random.default_rng(0).integers(0, 11, (2, 12)).astype(np.int32)
   mask = np.zeros((2, 12), np.float32)
   mask[0, :5], mask[1, :9] = 1, 1
@@ -101,13 +104,13 @@ def test_pretrain_on_the_stream_then_classify_and_vocabulary_check(reviews_dir, 
   finetune = {**common, "train.steps": 150, "train.eval_every": 150, "train.checkpoint_every": 150,
               "objective": "classification", "init.workdir": str(tmp_path / "pre"), "optim.lr": 3e-3,
               "model.head.pooling": "mean"}
-  final = train.train(reviews_config(reviews_dir, **finetune), str(tmp_path / "ft"))
+  final = fine_tuning.train(reviews_config(reviews_dir, **finetune), str(tmp_path / "ft"))
   assert final["accuracy"] >= 0.9  # The label is which of two word lists the text draws from.
   val = [r for r in metrics.read(str(tmp_path / "ft")) if r["split"] == "val"]
   assert val and val[-1]["count"] == 80
 
   with pytest.raises(CheckpointError, match="tokenizer"):  # Characters: ids mean other symbols than bytes.
-    train.train(reviews_config(reviews_dir, **{**finetune, "data.tokenizer": "char"}), str(tmp_path / "ft_char"))
+    fine_tuning.train(reviews_config(reviews_dir, **{**finetune, "data.tokenizer": "char"}), str(tmp_path / "ft_char"))
   bert = reviews_config(reviews_dir, objective="classification", **{"model.family": "bert"})
   with pytest.raises(ConfigError, match="bert"):
-    models.build(bert, data.load(bert))
+    run_dir.build_model(bert, data.load(bert))

@@ -47,7 +47,7 @@ def test_metrics_lines_and_outputs(tmp_path):
 
 def test_grad_accumulation_and_steps_per_call_match_plain_steps(tmp_path):
   from tests.conftest import tiny_config
-  from pretrain import train
+  from pretrain.trainer import train
   plain = train.train(tiny_config(**{"train.log_every": 10}), str(tmp_path / "a"))
   accum = train.train(tiny_config(**{"optim.accum_steps": 2, "train.log_every": 10}), str(tmp_path / "b"))
   multi = train.train(tiny_config(**{"train.steps_per_call": 5, "train.log_every": 10}), str(tmp_path / "c"))

@@ -6,9 +6,11 @@ import numpy as np
 import optax
 import pytest
 
-from pretrain import data, errors, metrics, models, objectives, step
-from pretrain.models import bert, cnn, classifier, lstm, pixelcnn, resnet
-from pretrain.models import GPTConfig
+from pretrain import data, errors
+from pretrain.models import bert, classifier, lstm, pixelcnn, resnet, seed_cnn
+from pretrain.models.gpt import GPTConfig
+from pretrain.objectives import classification, masked_lm, pixels
+from pretrain.trainer import metrics, run_dir, step
 from tests.conftest import tiny_config
 
 
@@ -43,7 +45,7 @@ def _shapes(model, x, method=None):
 
 
 def test_seed_cnn_is_the_design_network():
-  model = classifier.Classifier(cnn.SeedCNN(), num_classes=10)
+  model = classifier.Classifier(seed_cnn.SeedCNN(), num_classes=10)
   out, params = _shapes(model, jnp.zeros((2, 32, 32, 3)))
   shapes = {k: v["kernel"] for k, v in params["backbone"].items()}
   assert shapes == {"Conv_0": (3, 3, 3, 32), "Conv_1": (3, 3, 32, 64), "Conv_2": (3, 3, 64, 64), "Dense_0": (1024, 64)}
@@ -76,7 +78,7 @@ def test_classification_objective_by_hand():
   batch = {"image": np.zeros((3, 1, 1, 1), np.float32), "label": np.array([0, 1, 2]),
            "mask": np.array([1.0, 1.0, 0.0], np.float32)}
   model = FixedLogits(logits)
-  sums, _ = objectives.classification(model, _init(model, batch["image"]), batch, train=False, rng=None)
+  sums, _ = classification.loss(model, _init(model, batch["image"]), batch, train=False, rng=None)
   expected = -(_log_softmax(logits)[0, 0] + _log_softmax(logits)[1, 1])  # row 2 is padding
   np.testing.assert_allclose(float(sums["loss_sum"]), expected, rtol=1e-6)
   assert float(sums["count"]) == 2 and float(sums["correct"]) == 1  # row 0 right, row 1 wrong
@@ -89,7 +91,7 @@ def test_pixels_objective_by_hand_bits_per_dim_and_nats_per_image():
   logits = rng.normal(size=(2, 3, 2, 1, 2)).astype(np.float32)
   model = FixedLogits(logits)
   batch = {"image": image, "mask": np.ones(2, np.float32)}
-  sums, _ = objectives.pixels(model, _init(model, image), batch, train=False, rng=None)
+  sums, _ = pixels.loss(model, _init(model, image), batch, train=False, rng=None)
   logp = _log_softmax(logits)
   nll = -np.take_along_axis(logp, image[..., None].astype(int), -1).sum()
   np.testing.assert_allclose(float(sums["loss_sum"]), nll, rtol=1e-6)
@@ -106,16 +108,16 @@ def test_masked_lm_objective_by_hand():
   model = FixedLogits(logits, mask_id=7)
   batch = {"tokens": tokens, "token_mask": np.ones_like(tokens, np.float32), "mask": np.ones(3, np.float32)}
   key = jax.random.key(5)
-  sums, _ = objectives.masked_lm(model, _init(model, tokens[:, :-1]), batch, train=True, rng=key)
-  _, selected = objectives.mask_tokens(jnp.asarray(tokens[:, :-1]), jnp.ones((3, 40)), jax.random.split(key)[0],
+  sums, _ = masked_lm.loss(model, _init(model, tokens[:, :-1]), batch, train=True, rng=key)
+  _, selected = masked_lm.mask_tokens(jnp.asarray(tokens[:, :-1]), jnp.ones((3, 40)), jax.random.split(key)[0],
                                        mask_id=7)
   selected = np.asarray(selected)
   logp = np.take_along_axis(_log_softmax(logits), tokens[:, :-1, None], -1)[..., 0]
   np.testing.assert_allclose(float(sums["loss_sum"]), -(logp * selected).sum(), rtol=1e-5)
   assert float(sums["count"]) == selected.sum() > 0
   # Evaluation masks with a fixed key: two evaluations of the same batch agree.
-  a, _ = objectives.masked_lm(model, _init(model, tokens[:, :-1]), batch, train=False, rng=None)
-  b, _ = objectives.masked_lm(model, _init(model, tokens[:, :-1]), batch, train=False, rng=None)
+  a, _ = masked_lm.loss(model, _init(model, tokens[:, :-1]), batch, train=False, rng=None)
+  b, _ = masked_lm.loss(model, _init(model, tokens[:, :-1]), batch, train=False, rng=None)
   assert float(a["loss_sum"]) == float(b["loss_sum"])
 
 
@@ -123,7 +125,7 @@ def test_mlm_masking_proportions_and_purity():
   V = 1000
   tokens = jnp.asarray(np.random.default_rng(0).integers(0, V, (400, 500)), jnp.int32)
   w = jnp.ones(tokens.shape).at[:, -50:].set(0)  # padding is never selected
-  inputs, selected = objectives.mask_tokens(tokens, w, jax.random.key(0), mask_id=V)
+  inputs, selected = masked_lm.mask_tokens(tokens, w, jax.random.key(0), mask_id=V)
   inputs, selected, tokens = np.asarray(inputs), np.asarray(selected).astype(bool), np.asarray(tokens)
   assert not selected[:, -50:].any() and np.array_equal(inputs[~selected], tokens[~selected])
   assert abs(selected[:, :-50].mean() - 0.15) < 0.003
@@ -132,8 +134,8 @@ def test_mlm_masking_proportions_and_purity():
   replaced = ((s_in != V) & (s_in != s_tok)).mean()
   assert abs(masked - 0.8) < 0.01 and abs(replaced - 0.1 * (1 - 1 / V)) < 0.01 and abs(kept - 0.1) < 0.01
   assert (s_in <= V).all() and (s_in >= 0).all()
-  again, _ = objectives.mask_tokens(jnp.asarray(tokens), w, jax.random.key(0), mask_id=V)
-  other, _ = objectives.mask_tokens(jnp.asarray(tokens), w, jax.random.key(1), mask_id=V)
+  again, _ = masked_lm.mask_tokens(jnp.asarray(tokens), w, jax.random.key(0), mask_id=V)
+  other, _ = masked_lm.mask_tokens(jnp.asarray(tokens), w, jax.random.key(1), mask_id=V)
   assert np.array_equal(np.asarray(again), inputs) and not np.array_equal(np.asarray(other), inputs)
 
 
@@ -194,11 +196,11 @@ def test_batchnorm_statistics_train_eval_and_pmap():
   assert set(state.model_state) == {"batch_stats"}
   stem = lambda s: np.asarray(s.model_state["batch_stats"]["backbone"]["stem_norm"]["mean"])
 
-  single = jax.jit(step.make_train_step(model, objectives.classification, tx, seed=0))
+  single = jax.jit(step.make_train_step(model, classification.loss, tx, seed=0))
   alone = [single(state, {k: v[d] for k, v in batch.items()})[0] for d in range(n)]
   assert not np.allclose(stem(alone[0]), stem(state)) and not np.allclose(stem(alone[0]), stem(alone[1]))
 
-  evaluate = jax.jit(step.make_eval_step(model, objectives.classification))
+  evaluate = jax.jit(step.make_eval_step(model, classification.loss))
   first = {k: v[0] for k, v in batch.items()}
   only_row0 = {**first, "mask": np.eye(per_device, dtype=np.float32)[0]}
   others_changed = {**only_row0, "image": np.concatenate([first["image"][:1], first["image"][1:] * 5 + 7])}
@@ -208,7 +210,7 @@ def test_batchnorm_statistics_train_eval_and_pmap():
   # Under pmap BatchNorm synchronises over the data axis: every device normalizes with the whole global
   # batch's statistics and keeps the running averages one device computes on all the rows.
   synced = classifier.Classifier(resnet.ResNet((1, 1), (4, 8), data_axis="batch"), num_classes=3)
-  train = jax.pmap(step.make_train_step(synced, objectives.classification, tx, seed=0, axis_name="batch"),
+  train = jax.pmap(step.make_train_step(synced, classification.loss, tx, seed=0, axis_name="batch"),
                    axis_name="batch")
   replicated = jax.tree_util.tree_map(lambda x: np.broadcast_to(x, (n, *np.shape(x))), state)
   trained = train(replicated, batch)[0]
@@ -225,7 +227,7 @@ def test_batchnorm_statistics_train_eval_and_pmap():
 def test_objectives_refuse_families_they_cannot_train():
   config = tiny_config(**{"objective": "masked_lm", "model.family": "gpt"})
   with pytest.raises(errors.ConfigError, match="model.family bert"):
-    models.build(config, data.load(config))
+    run_dir.build_model(config, data.load(config))
   config = tiny_config(**{"model.family": "seed_cnn"})
   with pytest.raises(errors.ConfigError, match="reads images"):
-    models.build(config, data.load(config))
+    run_dir.build_model(config, data.load(config))

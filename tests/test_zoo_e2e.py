@@ -3,7 +3,9 @@ loads its backbone under a classification head (pretrain/finetune.py)."""
 import numpy as np
 import pytest
 
-from pretrain import data, run_dir, train
+from pretrain import data
+from pretrain import finetune
+from pretrain.trainer import run_dir, train
 from tests.conftest import read_metrics, run_main, tiny_config, rows
 from tests.test_images import write_mnist_like
 
@@ -26,7 +28,7 @@ def image_config(digits, **overrides):
 def finetune(pretrained_dir, workdir, config):
   config.init.workdir = str(pretrained_dir)
   config.init.dont_load = ("^head/",)  # A new task: the head starts afresh even when its shape matches.
-  final = train.train(config, str(workdir))
+  final = finetune.train(config, str(workdir))
   assert "accuracy" in final and np.isfinite(final["loss"])
   loaded = run_dir.load(str(workdir)).params
   assert "backbone" in loaded and "head" in loaded

@@ -1,6 +1,6 @@
-"""TFDS builders for the embedded Markov dataset (and, through `prepare`, the image files).
+"""Preparing and reading TFDS builders (the Markov source's, the image files', a catalog's).
 
-They write array_record files and are read through `as_data_source()`, so TensorFlow is never needed.
+Builders write array_record files and are read through `as_data_source()`, so TensorFlow is never needed.
 Each prepared dataset lives in its own folder under the data dir, named by a hash of everything that
 defines its content; `prepare` builds it once through the guard all preparations share
 (pretrain/data/prepare.py). User text goes through the streamed preparation there instead.
@@ -12,8 +12,9 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from pretrain.data import markov
 from pretrain.data import prepare as preparing
+from pretrain.data.batching import Records, Rows
+from pretrain.errors import DataError
 
 
 def default_data_dir(configured: str | None) -> str:
@@ -39,45 +40,21 @@ def prepare(builder_cls, data_dir: str, **kwargs) -> tfds.core.DatasetBuilder:
   return builder_cls(data_dir=folder, file_format="array_record", **kwargs)
 
 
-class MarkovSequences(tfds.core.GeneratorBasedBuilder):
-  """Sequences from K seeded sparse Markov sources; `label` is the source id (for fine-tuning).
+def records(builder, split, keys=None) -> Records:
+  """A prepared builder's split, read by index a batch at a time; labels as int32."""
+  if split not in builder.info.splits:
+    raise DataError(f"{builder.name} has no split {split!r} (it has {', '.join(builder.info.splits)}); "
+                    "set --config.data.train_split / val_split")
+  try:
+    source = builder.as_data_source(split=split)
+  except Exception as e:
+    raise DataError(f"cannot read split {split!r} of {builder.name} in {builder.data_dir}: {e}; "
+                    "delete that folder to prepare it again") from None
+  if not len(source):
+    raise DataError(f"split {split!r} of {builder.name} is empty")
+  rows = Records(Rows(source, keys, where=f"split {split!r} of {builder.name} in {builder.data_dir}"))
+  return rows.mapped(_int32_labels)
 
-  Metadata holds the exact bits/token of a sequence given its source, the most that not knowing the
-  source can add, and the score of the best possible model on the validation split, so a run can report
-  its distance from it.
-  """
-  VERSION = tfds.core.Version("1.1.0")
-  RELEASE_NOTES = {"1.1.0": "best_bits_per_token: the exact posterior predictive's score on the validation split."}
 
-  def __init__(self, *, num_sources, vocab_size, branching, seq_len, num_train, num_val, seed, **kwargs):
-    self._params = dict(num_sources=num_sources, vocab_size=vocab_size, branching=branching,
-                        seq_len=seq_len, num_train=num_train, num_val=num_val, seed=seed)
-    super().__init__(**kwargs)
-
-  def _info(self):
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description="Sequences from seeded sparse Markov sources (embedded, no download).",
-        features=tfds.features.FeaturesDict({
-            "tokens": tfds.features.Tensor(shape=(self._params["seq_len"],), dtype=np.int32),
-            "label": tfds.features.ClassLabel(num_classes=self._params["num_sources"]),
-        }),
-        metadata=tfds.core.MetadataDict())
-
-  def _split_generators(self, dl_manager):
-    del dl_manager
-    p = self._params
-    sources = markov.make_sources(p["num_sources"], p["vocab_size"], p["branching"], p["seed"])
-    train = markov.sample(sources, p["num_train"], p["seq_len"], p["seed"] + 1)
-    val = markov.sample(sources, p["num_val"], p["seq_len"], p["seed"] + 2)
-    self.info.metadata.update(
-        entropy_bits_per_token=markov.sequence_entropy_bits_per_token(sources, p["seq_len"]),
-        source_id_bound_bits_per_token=markov.source_id_bound_bits_per_token(p["num_sources"], p["seq_len"]),
-        best_bits_per_token=markov.best_bits_per_token(sources, val[0]),
-        entropy_rate_bits=markov.entropy_rates_bits(sources).tolist(),
-        **p)
-    return {"train": self._generate_examples(*train), "validation": self._generate_examples(*val)}
-
-  def _generate_examples(self, tokens, labels):
-    for i in range(len(tokens)):
-      yield i, {"tokens": tokens[i], "label": labels[i]}
+def _int32_labels(batch):
+  return {**batch, "label": batch["label"].astype(np.int32)} if "label" in batch else batch

@@ -19,7 +19,7 @@ import zlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from pretrain.data import sources
+from pretrain.data import Dataset, Records, builders, corpus
 from pretrain.errors import ConfigError, DataError
 
 FORMATS = ("idx", "npz")
@@ -63,7 +63,7 @@ def read_idx(path: str) -> np.ndarray:
 
 
 def _files(path: str, fmt: str) -> list[str]:
-  files = sources.files_under(path)
+  files = corpus.files_under(path)
   if files is None:
     raise DataError(f"data path {path!r} does not exist; set --config.data.path to a folder of IDX files "
                     "(MNIST format) or an .npz file")
@@ -179,7 +179,7 @@ def parse_splits(specs) -> list[tuple[str, int | None]]:
   return out
 
 
-class ImageFiles(tfds.core.GeneratorBasedBuilder):
+class ImageFiles(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Images (and labels, when present) from IDX or .npz files, split by a seeded permutation."""
   VERSION = tfds.core.Version("1.0.0")
   disable_shuffling = True  # Records keep the permutation's order: the same on every machine.
@@ -320,3 +320,46 @@ def make_transform(names):
 def levels(names) -> int:
   """Distinct pixel values after preprocessing: 2 once binarized, else 256 (the pixel model's alphabet)."""
   return 2 if any(str(n) in ("binarize", "sample_binarize") for n in names) else 256
+
+
+def load_files(config) -> Dataset:
+  """data.name=idx or npz: the image files at data.path, split and preprocessed as data.* says."""
+  d = config.data
+  if not d.path or not os.path.exists(d.path):
+    where = f"data path {d.path!r} does not exist" if d.path else f"data.name={d.name} needs a path"
+    raise DataError(f"{where}; set --config.data.path to IDX files (MNIST format) or .npz arrays")
+  path = os.path.realpath(d.path)
+  builder = builders.prepare(ImageFiles, builders.default_data_dir(d.data_dir), path=path, format=d.name,
+                             splits=tuple(d.splits), split_seed=d.split_seed, fingerprint=fingerprint(path, d.name))
+  meta = dict(builder.info.metadata)
+  return image_dataset(f"{d.name}:{d.path}", d, builder, meta.get("num_classes", 0), meta)
+
+
+def image_dataset(name, d, builder, num_classes, meta) -> Dataset:
+  """Image records of the train and val splits, label-filtered, with the config's preprocessing."""
+  transform = make_transform(d.preprocess)
+  splits = []
+  for key in ("train_split", "val_split"):
+    split = d[key]
+    if split not in builder.info.splits:
+      raise DataError(f"{builder.name} has no split {split!r} (it has {', '.join(builder.info.splits)}); "
+                      f"set --config.data.{key}")
+    records = builders.records(builder, split, keys=("image", "label"))
+    if d.classes:
+      records = _keep_classes(records, tuple(d.classes), f"split {split!r} of {builder.name}")
+    splits.append(Records(records.source, transform, records.index))
+  return Dataset(name, *splits, vocab_size=levels(d.preprocess), num_classes=len(d.classes) or num_classes,
+                 metadata=meta)
+
+
+def _keep_classes(records: Records, classes, where) -> Records:
+  """Examples whose label is in `classes`, relabelled by position in it: (5, 6) -> 5 becomes 0, 6 becomes 1."""
+  if "label" not in records.spec:
+    raise DataError(f"data.classes={classes} needs labels; {where} has none (set --config.data.classes='()')")
+  label = records.column("label")
+  keep = np.isin(label, classes)
+  if not keep.any():
+    raise DataError(f"{where} has no examples with labels {classes}; check --config.data.classes")
+  new_label = np.full(max(int(label.max()), max(classes)) + 1, -1, np.int32)
+  new_label[list(classes)] = np.arange(len(classes))
+  return records.subset(np.flatnonzero(keep)).mapped(lambda b: {**b, "label": new_label[b["label"]]})

@@ -1,4 +1,5 @@
-"""K seeded sparse Markov sources over a small alphabet, with their exact entropies.
+"""The embedded data source (data.name=markov): K seeded sparse Markov sources over a small alphabet, with
+their exact entropies; the id of the source that emitted a sequence is its label.
 
 A sequence is drawn by picking a source k uniformly, a first symbol from k's stationary distribution
 and then L-1 transitions. Because the start is stationary, the entropy of a sequence given its source is
@@ -8,6 +9,96 @@ does not know k pays at most log2(K) extra bits per sequence (the entropy of the
 import dataclasses
 
 import numpy as np
+import tensorflow_datasets as tfds
+
+from pretrain.data import Dataset, builders
+from pretrain.errors import ConfigError
+
+MAX_TABLE = 1 << 24  # Transition entries (128 MiB of float64).
+MAX_TOKENS = 1 << 28  # Tokens drawn for the train and validation splits together.
+
+
+def check(config) -> None:
+  """Bounds on data.markov: the sources are dense K x V x V float64 tables and the samples are drawn in
+  memory, so a typo fails here rather than as an out-of-memory error minutes later."""
+  mk = config.data.markov
+  for key in ("num_sources", "vocab_size", "num_train", "num_val"):
+    if mk[key] < 1:
+      raise ConfigError(f"data.markov.{key}={mk[key]} must be at least 1")
+  if mk.seq_len < 2:
+    raise ConfigError(f"data.markov.seq_len={mk.seq_len} must be at least 2")
+  if not 1 <= mk.branching <= mk.vocab_size:
+    raise ConfigError(f"data.markov.branching={mk.branching} must be between 1 and data.markov.vocab_size="
+                      f"{mk.vocab_size}")
+  if mk.num_sources * mk.vocab_size ** 2 > MAX_TABLE:
+    raise ConfigError(f"data.markov.num_sources * vocab_size**2 = {mk.num_sources * mk.vocab_size ** 2} exceeds "
+                      f"{MAX_TABLE} transition entries; use fewer sources or a smaller vocabulary")
+  tokens = (mk.num_train + mk.num_val) * mk.seq_len
+  if tokens > MAX_TOKENS:
+    raise ConfigError(f"data.markov: (num_train + num_val) * seq_len = {tokens} tokens exceeds {MAX_TOKENS}; "
+                      "use fewer or shorter sequences, or your own data with data.name=text")
+
+
+def load(config) -> Dataset:
+  """Both splits, each sequence behind a BOS token (id vocab_size) so the model predicts all of its symbols."""
+  d, m = config.data, config.data.markov.to_dict()
+  builder = builders.prepare(MarkovSequences, builders.default_data_dir(d.data_dir), **m)
+  bos = m["vocab_size"]
+  splits = [builders.records(builder, s).mapped(_with_bos(bos)) for s in (d.train_split, d.val_split)]
+  return Dataset(config.data.name, *splits, vocab_size=m["vocab_size"] + 1, num_classes=m["num_sources"],
+                 metadata=dict(builder.info.metadata), bos_id=bos, ids={"ids": "markov"})
+
+
+def _with_bos(bos: int):
+  def add(batch):
+    tokens = batch["tokens"]
+    return {**batch, "tokens": np.concatenate([np.full((len(tokens), 1), bos, tokens.dtype), tokens], axis=1)}
+  return add
+
+
+# skip_registration: TFDS would otherwise refuse a second class of this name, e.g. a copy of this module.
+class MarkovSequences(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Sequences from K seeded sparse Markov sources; `label` is the source id (for fine-tuning).
+
+  Metadata holds the exact bits/token of a sequence given its source, the most that not knowing the
+  source can add, and the score of the best possible model on the validation split, so a run can report
+  its distance from it.
+  """
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.1.0": "best_bits_per_token: the exact posterior predictive's score on the validation split."}
+
+  def __init__(self, *, num_sources, vocab_size, branching, seq_len, num_train, num_val, seed, **kwargs):
+    self._params = dict(num_sources=num_sources, vocab_size=vocab_size, branching=branching,
+                        seq_len=seq_len, num_train=num_train, num_val=num_val, seed=seed)
+    super().__init__(**kwargs)
+
+  def _info(self):
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description="Sequences from seeded sparse Markov sources (embedded, no download).",
+        features=tfds.features.FeaturesDict({
+            "tokens": tfds.features.Tensor(shape=(self._params["seq_len"],), dtype=np.int32),
+            "label": tfds.features.ClassLabel(num_classes=self._params["num_sources"]),
+        }),
+        metadata=tfds.core.MetadataDict())
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    p = self._params
+    sources = make_sources(p["num_sources"], p["vocab_size"], p["branching"], p["seed"])
+    train = sample(sources, p["num_train"], p["seq_len"], p["seed"] + 1)
+    val = sample(sources, p["num_val"], p["seq_len"], p["seed"] + 2)
+    self.info.metadata.update(
+        entropy_bits_per_token=sequence_entropy_bits_per_token(sources, p["seq_len"]),
+        source_id_bound_bits_per_token=source_id_bound_bits_per_token(p["num_sources"], p["seq_len"]),
+        best_bits_per_token=best_bits_per_token(sources, val[0]),
+        entropy_rate_bits=entropy_rates_bits(sources).tolist(),
+        **p)
+    return {"train": self._generate_examples(*train), "validation": self._generate_examples(*val)}
+
+  def _generate_examples(self, tokens, labels):
+    for i in range(len(tokens)):
+      yield i, {"tokens": tokens[i], "label": labels[i]}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,7 @@ the next one removes and redoes). Concurrent runs on one machine take a file loc
 not rest on it: two that both build rename in turn, and the loser discards its copy. In a multi-process
 job process 0 prepares while the others wait, then every process checks that it sees the result.
 
-`text` streams a corpus (pretrain/data/sources.py) through a tokenizer in batches into TFDS shards
+`text` streams a corpus (pretrain/data/corpus.py) through a tokenizer in batches into TFDS shards
 (pretrain/data/store.py): the char vocabulary comes from a first pass, tokens from a second; a line of
 progress (MB/s, tokens/s, ETA) every PROGRESS_S seconds.
 """
@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from pretrain.data import sources, store, tokenizers
+from pretrain.data import store, tokenizers
 from pretrain.errors import DataError, PretrainError
 
 BATCH_CHARS = 1 << 22  # Text per tokenizer call: big enough for its threads, small beside any memory.

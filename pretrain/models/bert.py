@@ -5,10 +5,29 @@ vocabulary is the data's symbols plus one [MASK] symbol (id `mask_id`, the first
 The masked-LM head is BERT's: Dense + GELU + LayerNorm, then the tied token embedding plus a bias.
 Parameter names: wte, wpe, h_i/..., ln_f (the encoder, which a classifier keeps), mlm_* (the head).
 """
+import dataclasses
+
 import flax.linen as nn
 import jax.numpy as jnp
 
+from pretrain.errors import ConfigError
 from pretrain.models import gpt
+
+OBJECTIVES = ("masked_lm",)
+INPUTS = "tokens"
+flops_per_token = gpt.flops_per_token
+
+
+def build(config, dataset, data_axis=None):
+  """The encoder with one more symbol than the data has: [MASK]."""
+  del data_axis
+  if config.objective == "classification" and dataset.padded:
+    # Pooling skips padding, but a bidirectional encoder would still attend to it.
+    raise ConfigError(f"{dataset.name} holds padded texts and model.family={config.model.family} attends in both "
+                      "directions, so padding would change its features; use model.family=gpt or lstm")
+  c = gpt.gpt_config(config, dataset)
+  return BERT(dataclasses.replace(c, causal=False, vocab_size=max(c.vocab_size, dataset.vocab_size + 1)),
+              mask_id=dataset.vocab_size)
 
 
 class Bias(nn.Module):

@@ -4,11 +4,90 @@ Parameter names follow GPT-2's (wte, wpe, h_i/{ln_1, attn/c_attn, attn/c_proj, l
 ln_f) so weights map one to one. Tensor names carry their shapes: B batch, T time, D width, H heads,
 Q head width, V vocabulary.
 """
+import dataclasses
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from pretrain import models, tree
+from pretrain.errors import ConfigError
+
+OBJECTIVES = ("next_token",)
+INPUTS = "tokens"
+POSITIONS = ("learned", "rope")
+ACTIVATIONS = ("gelu", "relu2")
+HEAD_INITS = ("normal", "zeros")
+REMAT = ("none", "full", "dots")
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+  vocab_size: int
+  context: int
+  num_layers: int
+  num_heads: int
+  width: int
+  mlp_ratio: int = 4
+  dropout: float = 0.0
+  bias: bool = False
+  tie_embeddings: bool = True
+  gelu_approximate: bool = False  # tanh GELU (GPT-2's "gelu_new"); False is the exact erf GELU (nanoGPT).
+  layer_norm_eps: float = 1e-5
+  dtype: Any = jnp.float32
+  attention_implementation: str = "xla"
+  param_dtype: Any = jnp.float32
+  remat: str = "none"  # Rematerialise each block in the backward pass: "none", "full" or "dots" (keep matmul outputs).
+  position: str = "learned"  # "learned" (wpe, GPT-2) or "rope" (rotary embeddings on queries and keys).
+  qk_norm: bool = False  # Queries and keys scaled to unit RMS per head before the dot product.
+  activation: str = "gelu"  # MLP nonlinearity: "gelu" or "relu2" (squared ReLU).
+  head_init: str = "normal"  # Untied lm_head's init: "normal" (std 0.02) or "zeros".
+  causal: bool = True  # False: every position attends to all others (the BERT encoder reuses these blocks).
+
+
+def gpt_config(config, dataset) -> GPTConfig:
+  """The block settings of config.model (GPT's and BERT's)."""
+  m = config.model
+  if m.position == "rope" and (m.width // m.num_heads) % 2:
+    raise ConfigError(f"model.position=rope rotates pairs of a head's {m.width // m.num_heads} dimensions; "
+                      "choose model.width / model.num_heads even")
+  return GPTConfig(vocab_size=models.vocab_size(config, dataset), context=m.context, num_layers=m.num_layers,
+                   num_heads=m.num_heads, width=m.width, mlp_ratio=m.mlp_ratio, dropout=m.dropout, bias=m.bias,
+                   tie_embeddings=m.tie_embeddings, dtype=models.dtype("model.dtype", m.dtype),
+                   attention_implementation=_attention(m.attention),
+                   param_dtype=models.dtype("model.param_dtype", m.param_dtype),
+                   remat=models.choice("model.remat", m.remat, REMAT),
+                   position=models.choice("model.position", m.position, POSITIONS),
+                   gelu_approximate=m.gelu_approximate, layer_norm_eps=m.layer_norm_eps, qk_norm=bool(m.qk_norm),
+                   activation=models.choice("model.activation", m.activation, ACTIVATIONS),
+                   head_init=models.choice("model.head_init", m.head_init, HEAD_INITS))
+
+
+def _attention(name: str) -> str:
+  models.choice("model.attention", name, ("xla", "cudnn"))
+  if name == "cudnn" and jax.default_backend() != "gpu":
+    print(f"note: model.attention=cudnn needs a GPU; using xla attention on {jax.default_backend()}", flush=True)
+    return "xla"
+  return name
+
+
+def build(config, dataset, data_axis=None):
+  del data_axis
+  return GPT(gpt_config(config, dataset))
+
+
+def flops_per_token(config, params, forward_flops) -> float:
+  """nanoGPT's count, 6N + 12 L H Q T, N without the position embeddings (a lookup, no multiply)."""
+  del forward_flops
+  m = config.model
+  n = sum(math.prod(shape) for name, shape in tree.shapes(params).items() if "wpe" not in name.split("/"))
+  return 6 * n + 12 * m.num_layers * m.num_heads * (m.width // m.num_heads) * m.context
+
+
+def max_length(config) -> int:
+  return config.model.context
 
 
 def _dense(features, config, std, name):
@@ -166,6 +245,24 @@ class GPT(nn.Module):
     x_BxTxD = self.features(tokens_BxT, train, positions_BxT, valid_BxT, decode)
     logits_BxTxV = self.wte.attend(x_BxTxD) if self.config.tie_embeddings else self.lm_head(x_BxTxD)
     return logits_BxTxV.astype(jnp.float32)
+
+
+def generation_steps(model, params, length: int):
+  """prefill(tokens_BxP, valid_BxP) and step(token_B, state) -> (next-token logits [B, V], state), the state
+  being the key-value cache of `length` positions and each row's last position."""
+  def prefill(tokens_BxP, valid_BxP):
+    positions_BxP = jnp.maximum(jnp.cumsum(valid_BxP, axis=1) - 1, 0)
+    cache = init_cache(model, params, tokens_BxP.shape[0], length)
+    logits_BxPxV, variables = model.apply({"params": params, "cache": cache}, tokens_BxP, positions_BxT=positions_BxP,
+                                          valid_BxT=valid_BxP, decode=True, mutable=["cache"])
+    return logits_BxPxV[:, -1], (variables["cache"], positions_BxP[:, -1])
+
+  def step(token_B, state):
+    cache, position_B = state
+    logits_Bx1xV, variables = model.apply({"params": params, "cache": cache}, token_B[:, None],
+                                          positions_BxT=position_B[:, None] + 1, decode=True, mutable=["cache"])
+    return logits_Bx1xV[:, 0], (variables["cache"], position_B + 1)
+  return prefill, step
 
 
 def init_cache(model: GPT, params, batch: int, length: int):

@@ -6,6 +6,38 @@ carries the state across consecutive batches). Dropout, as in char-rnn, follows 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from pretrain import models
+
+OBJECTIVES = ("next_token",)
+INPUTS = "tokens"
+
+
+def build(config, dataset, data_axis=None):
+  del data_axis
+  m = config.model
+  return LSTM(models.vocab_size(config, dataset), m.width, m.num_layers, m.dropout)
+
+
+def generation_steps(model, params, length: int):
+  """prefill(tokens_BxP, valid_BxP) and step(token_B, state) -> (next-token logits [B, V], state), the state being
+  each layer's LSTM carry (a recurrence has no length limit: `length` is unused)."""
+  del length
+
+  def prefill(tokens_BxP, valid_BxP):
+    P = tokens_BxP.shape[1]
+    lengths_B = jnp.sum(valid_BxP, axis=1, dtype=jnp.int32)
+    # A recurrence cannot skip padding in front of it: each row moves to the left, the padding behind it.
+    source_BxP = (jnp.arange(P)[None] + (P - lengths_B)[:, None]) % P
+    tokens_BxP = jnp.take_along_axis(tokens_BxP, source_BxP, axis=1)
+    carries, logits_BxPxV = model.apply({"params": params}, tokens_BxP, seq_lengths_B=lengths_B, return_carry=True)
+    return jnp.take_along_axis(logits_BxPxV, (lengths_B - 1)[:, None, None], axis=1)[:, 0], carries
+
+  def step(token_B, carries):
+    carries, logits_Bx1xV = model.apply({"params": params}, token_B[:, None], initial_carries=carries,
+                                        return_carry=True)
+    return logits_Bx1xV[:, 0], carries
+  return prefill, step
+
 
 class LSTM(nn.Module):
   vocab_size: int

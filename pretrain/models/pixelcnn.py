@@ -13,6 +13,21 @@ import numpy as np
 
 from pretrain.errors import ConfigError
 
+OBJECTIVES = ("pixels",)
+INPUTS = "image"
+
+
+def build(config, dataset, data_axis=None):
+  del data_axis
+  return PixelCNN(levels=dataset.vocab_size, width=config.model.width, num_layers=config.model.num_layers,
+                  channels=dataset.image_channels)
+
+
+def flops_per_token(config, params, forward_flops) -> float:
+  """Per image: a convolution reuses each weight at every pixel, so 3x the forward pass's FLOPs as XLA counts them."""
+  del config, params
+  return 3 * forward_flops()
+
 
 def causal_mask(kernel_hw, in_features, out_features, channels, mask_type):
   """The [kh, kw, in, out] 0/1 mask: taps above, taps left in the centre row, and at the centre the

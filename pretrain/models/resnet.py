@@ -19,6 +19,26 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
+from pretrain.errors import ConfigError
+
+OBJECTIVES = ()  # Trained only under a classification head.
+INPUTS = "image"
+
+
+def build(config, dataset, data_axis=None):
+  del dataset
+  m = config.model
+  if len(m.stage_sizes) != len(m.stage_widths) or not m.stage_sizes:
+    raise ConfigError(f"model.stage_sizes={tuple(m.stage_sizes)} and model.stage_widths={tuple(m.stage_widths)} "
+                      "need one entry per stage each")
+  return ResNet(tuple(m.stage_sizes), tuple(m.stage_widths), data_axis=data_axis)
+
+
+def flops_per_token(config, params, forward_flops) -> float:
+  """Per image: a convolution reuses each weight at every pixel, so 3x the forward pass's FLOPs as XLA counts them."""
+  del config, params
+  return 3 * forward_flops()
+
 
 def _norm(train, data_axis, name=None, zero=False):
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name, axis_name=data_axis,

@@ -1,18 +1,19 @@
 """The training loop: data -> model -> jitted steps -> metrics and checkpoints, resumable at any step.
 
 Init / resume order (one way, always):
-  1. validate the config; load the dataset; build model, optimizer and strategy;
-  2. the state's abstract shape (jax.eval_shape of init, with the strategy's shardings);
+  1. the strategy; validate the config (and the data source's own checks); dataset, model, optimizer and
+     the state's abstract shape through pretrain/trainer/run_dir.py, with the strategy's shardings;
+  2. write DIR/config.json and DIR/dataset.json (what the run's token ids mean, for fine-tuning from it);
   3. if DIR/checkpoints has a step, restore it straight into that abstract state: params, optimizer
      state and step, and from its metadata the train-metrics window and the actions a stop left owed;
-     otherwise init a fresh state from the seed, computed in its shards (a fine-tuning run then puts the
-     pretrained run's parameters in place of the fresh ones);
+     otherwise init a fresh state from the seed, computed in its shards, and pass it through `initialize`
+     (pretrain/finetune.py puts a pretrained run's parameters in place of the fresh ones there);
   4. drop metric lines past the restored step (and the owed actions' lines at it), do the owed actions,
      and continue; batches and dropout keys depend only on (seed, step), so the continuation writes the
      uninterrupted run's rows.
 
 The loop itself only runs jitted calls and hands each step boundary to the actions due there
-(pretrain/actions.py: log, evaluate, checkpoint; the profiler around calls).
+(pretrain/trainer/actions.py: log, evaluate, checkpoint; the profiler around calls).
 """
 import copy
 import functools
@@ -21,38 +22,28 @@ import os
 import jax
 import numpy as np
 
-from pretrain import (actions, checkpoint, configlib, data, finetune, guards, layer_stats, ledger, metrics, models,
-                      objectives, optim, parallel, step, storage)
+from pretrain import configlib, data, models
+from pretrain.trainer import actions, checkpoint, guards, layer_stats, ledger, metrics, optim, parallel, run_dir, step
 from pretrain.errors import ConfigError, DataError, Preempted
 
-
-def count_params(params) -> int:
-  return int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))
+count_params = models.count_params
 
 
 class Run:
   """Everything a loop needs, built once; `evaluate` and `train` can be used from a notebook."""
 
   def __init__(self, config, workdir: str):
-    config = finetune.resolve_config(config)  # A pretrained backbone's architecture, for fine-tuning runs.
     self.config, self.workdir = config, workdir
     self.strategy = parallel.make(config)  # First to touch the devices: it may set their number.
     self.process_index, self.process_count = jax.process_index(), jax.process_count()
     configlib.validate(config, num_devices=self.strategy.num_devices)
-    self.dataset = data.load(config)
-    self.seq_len = data.seq_len(self.dataset, config.model.context)
-    self.model = models.build(config, self.dataset, data_axis=self.strategy.data_axis)
-    if config.objective not in objectives.OBJECTIVES:
-      raise ConfigError(f"unknown objective={config.objective!r}; use one of {', '.join(objectives.OBJECTIVES)}")
-    self.objective = objectives.OBJECTIVES[config.objective]
-    self.tx = optim.make(config)
+    data.check(config)
+    # Nothing is allocated until the state is built in its shards.
+    self.parts = parts = run_dir.build(config, data_axis=self.strategy.data_axis, batch_size=config.train.batch_size)
+    self.dataset, self.model, self.tx, self.seq_len = parts.dataset, parts.model, parts.tx, parts.seq_len
+    self.init_state, self.shapes = parts.init_state, parts.shapes
     self.eval_batch_size, self.eval_accum_steps = configlib.eval_batching(config, self.strategy.num_devices)
     self.writer = metrics.MetricWriter(workdir, enabled=self.process_index == 0)
-    sample = data.train_batch(self.dataset.train, 0, seed=config.seed, batch_size=config.train.batch_size,
-                              seq_len=self.seq_len)
-    self.example_inputs = example_inputs = objectives.MODEL_INPUTS[config.objective](sample)[:1]
-    self.init_state = functools.partial(step.init_state, self.model, self.tx, example_inputs, config.seed)
-    self.shapes = jax.eval_shape(self.init_state)  # Nothing is allocated until the state is built in its shards.
     self.param_names = optim.param_names(self.shapes.params)
     self.tokens_per_step = config.train.batch_size * self.seq_len
     self.layer_stats = (layer_stats.LayerStats(self.shapes.params, config.log.layer_groups)
@@ -63,14 +54,14 @@ class Run:
     """The compiled train call the loop runs: train.steps_per_call updates, state donated."""
     c = self.config
     is_log_step = lambda done: (done % c.train.log_every == 0) | (done == c.train.steps)
-    return self.strategy.train(functools.partial(step.make_train_step, self.model, self.objective, self.tx,
+    return self.strategy.train(functools.partial(step.make_train_step, self.model, self.parts.objective.loss, self.tx,
                                                  seed=c.seed, accum_steps=c.optim.accum_steps,
                                                  layer_stats=self.layer_stats, is_log_step=is_log_step),
                                c.train.steps_per_call)
 
   def eval_fn(self):
     """The compiled eval step: sums over one eval batch, eval.micro_batch_size rows at a time."""
-    return self.strategy.evaluate(functools.partial(step.make_eval_step, self.model, self.objective,
+    return self.strategy.evaluate(functools.partial(step.make_eval_step, self.model, self.parts.objective.loss,
                                                     accum_steps=self.eval_accum_steps))
 
   def batches(self, first_step: int, k: int):
@@ -89,23 +80,11 @@ class Run:
   def evaluate(self, eval_fn, state, stop=lambda agree: False, dataset=None) -> dict | None:
     """Metrics over the validation split of `dataset` (default the run's), or None when `stop(agree)` turns true
     between batches (agree: whether processes may synchronise on it at this batch)."""
-    dataset = dataset or self.dataset
-    batch_size = self.eval_batch_size
-    kw = dict(batch_size=batch_size, seq_len=self.seq_len, max_batches=self.config.eval.batches)
-    batches = data.prefetched(
-        lambda b: data.eval_batch(dataset.val, b, process_index=self.process_index,
-                                  process_count=self.process_count, **kw),
-        range(data.num_eval_batches(dataset.val, **kw)), self.config.train.prefetch)
-    sums = []
-    for i, b in enumerate(batches):
-      if stop(i % guards.EVAL_AGREE_EVERY == 0):
-        return None
-      sums.append(eval_fn(state, self.strategy.batch(b)))
-    out = metrics.summarize_eval(self.strategy.fetch(sums))
-    if self.config.objective == "next_token":
-      whole = len(sums) == data.num_eval_batches(dataset.val, batch_size=batch_size, seq_len=self.seq_len)
-      out = metrics.against_references(out, dataset.metadata, whole_split=whole)
-    return out
+    return run_dir.evaluate(self.parts, eval_fn, state, batch_size=self.eval_batch_size,
+                            max_batches=self.config.eval.batches, dataset=dataset, put=self.strategy.batch,
+                            fetch=self.strategy.fetch, process_index=self.process_index,
+                            process_count=self.process_count, prefetch=self.config.train.prefetch, stop=stop,
+                            agree_every=guards.EVAL_AGREE_EVERY)
 
 
 def extra_eval_sets(config, dataset) -> list[tuple[str, data.Dataset]]:
@@ -116,9 +95,9 @@ def extra_eval_sets(config, dataset) -> list[tuple[str, data.Dataset]]:
     for key, value in overrides:
       configlib.set_value(extra_config, f"data.{key}", value)
     extra = data.load(extra_config)
-    if data.vocabulary(extra) != data.vocabulary(dataset):
+    if extra.vocabulary != dataset.vocabulary:
       raise DataError(f"eval.extra {name!r}: its token ids mean other symbols than the training data's "
-                      f"({data.vocabulary(extra)} vs {data.vocabulary(dataset)}); use the same tokenizer "
+                      f"({extra.vocabulary} vs {dataset.vocabulary}); use the same tokenizer "
                       "(data.tokenizer=byte or file, not a char vocabulary built from another text)")
     if data.seq_len(extra, config.model.context) != data.seq_len(dataset, config.model.context):
       raise DataError(f"eval.extra {name!r}: its examples have another length than the training data's; "
@@ -138,33 +117,38 @@ def enable_compilation_cache(config) -> None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # The eval step and init too, not only the train step.
 
 
-def train(config, workdir: str) -> dict:
-  """Trains (or resumes) the run in `workdir`; returns the final eval metrics.
+def train(config, workdir: str, initialize=None) -> dict:
+  """Trains (or resumes) the run in `workdir`; returns the final eval metrics. `initialize(run, state)`, when
+  given, turns the fresh state of a run that has no checkpoint yet into its starting state.
 
   Raises Preempted after SIGTERM/SIGINT (a checkpoint of the current step is saved first, with what the step
   still owed), and PretrainError for a non-finite step beyond `optim.skip_nonfinite` (nothing is saved then).
   """
   enable_compilation_cache(config)
   with guards.Preemption() as preemption:  # From the start: a signal during setup is honoured too.
-    return _train(config, workdir, preemption)
+    return _train(config, workdir, preemption, initialize)
 
 
-def _train(config, workdir: str, preemption) -> dict:
+def _train(config, workdir: str, preemption, initialize) -> dict:
+  if config.init.workdir and initialize is None:
+    raise ConfigError(f"init.workdir={config.init.workdir} names a pretrained run; fine-tune through "
+                      "pretrain.finetune.train (python -m pretrain.main does), which loads it")
   guards.check_workdir(workdir)
   run = Run(config, workdir)
   config, t = run.config, run.config.train
   guards.check_resume_config(workdir, config)  # Before anything is written into the workdir.
   if run.process_index == 0:
-    storage.write_text(storage.join(workdir, "config.json"), configlib.to_json(config))
+    run_dir.write_config(workdir, config)
+    run_dir.write_dataset(workdir, run.dataset)
   ledger.start(run)  # DIR/run.json: config, code version, packages, hardware; completed by ledger.finish.
   run.writer.start_wandb(config, workdir)
   ckpt = checkpoint.Checkpointer(workdir, keep=t.keep_checkpoints, async_save=t.async_checkpoints)
-  start, state, saved = _restore_or_init(run, ckpt)
+  start, state, saved = _restore_or_init(run, ckpt, initialize)
   window = actions.Window(run, start, saved.get("window"), last_saved_step=ckpt.latest_step,
                           skipped=run.writer.count_events("skipped_nonfinite", up_to=start))
   evaluate = actions.Evaluate(run, run.eval_fn(), stop=preemption.requested)
   save = actions.Checkpoint(run, ckpt, window)
-  every = [actions.Log(run, window, optim.learning_rate(config), _flops_per_token(run)), evaluate, save]  # In order.
+  every = [actions.Log(run, window, optim.learning_rate(config), run.parts.flops_per_token()), evaluate, save]  # In order.
   owed = [a for a in every if a.name in saved.get("owed", ())]  # What a preemption left undone at `start`.
   run.writer.truncate_after(start, redo=[split for a in owed for split in a.splits])
   run.writer.console(f"{count_params(run.shapes.params):,} parameters; {run.dataset.name}; {run.strategy.name} on "
@@ -210,23 +194,16 @@ def _train(config, workdir: str, preemption) -> dict:
   return evaluate.final or run.evaluate(evaluate.eval_fn, state)
 
 
-def _restore_or_init(run, ckpt) -> tuple[int, step.TrainState, dict]:
+def _restore_or_init(run, ckpt, initialize) -> tuple[int, step.TrainState, dict]:
   """(step, placed state, what the checkpoint saved beside it) from the newest good checkpoint, or a fresh
-  state (a fine-tuning run's with the pretrained parameters in place) at step 0."""
+  state (through `initialize`, when given) at step 0."""
   abstract = run.strategy.abstract(run.shapes)  # The restore target, and the shardings a fresh state is built in.
   start, state, saved = ckpt.restore_latest_good(abstract, warn=run.writer.console)
   if start is not None:
     run.writer.console(f"resumed from {ckpt.directory}/{start}")
   else:
     start, saved = 0, {}
-    state = finetune.load_pretrained(run.config, run.model, run.tx, parallel.init(run.init_state, abstract),
-                                     log=run.writer.console, vocabulary=data.vocabulary(run.dataset))
+    state = parallel.init(run.init_state, abstract)
+    if initialize is not None:
+      state = initialize(run, state)
   return start, run.strategy.place(state), saved
-
-
-def _flops_per_token(run) -> float:
-  shapes = run.shapes
-  family_params = shapes.params.get("backbone", shapes.params)  # A classifier keeps the family's network there.
-  position_params = int(np.prod(family_params["wpe"]["embedding"].shape)) if "wpe" in family_params else 0
-  return models.flops_per_token(run.config, count_params(shapes.params), position_params, run.model,
-                                step.variables(shapes.params, shapes.model_state), run.example_inputs)

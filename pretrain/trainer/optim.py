@@ -1,12 +1,11 @@
 """AdamW (or Muon for hidden matrices beside AdamW for the rest) with linear warmup (from above zero), then cosine decay or a
 constant phase and a linear cooldown to a floor; global-norm clipping, decay on matrices only; optional frozen
 parameters and per-group learning-rate multipliers, both chosen by regexes over parameter names."""
-import re
-
 import jax
 import optax
 
 from pretrain.errors import ConfigError
+from pretrain.rules import Rules, non_negative_float
 from pretrain.tree import path_name as param_name
 
 
@@ -20,7 +19,7 @@ def learning_rate(config, peak=None):
   peak = o.lr if peak is None else peak
   scale = peak / o.lr if o.lr else 0.0
   decay_steps = max(o.decay_steps or config.train.steps, o.warmup_steps + 1)
-  schedule = o.get("schedule", "cosine")
+  schedule = o.schedule
   first = peak / (o.warmup_steps + 1)  # Warmup's update i uses peak * (i + 1) / (warmup + 1): the first is not zero.
   if schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(init_value=first, peak_value=peak, warmup_steps=o.warmup_steps,
@@ -40,11 +39,10 @@ def learning_rate(config, peak=None):
 def decay_mask(no_decay=()):
   """Weight decay on matrices and embeddings (ndim >= 2), except parameters named by `no_decay` regexes;
   never on biases, norm scales or gains."""
-  patterns = compile_patterns("optim.no_decay", no_decay)
+  spared = Rules("optim.no_decay", no_decay)
 
   def mask(params):
-    return jax.tree_util.tree_map_with_path(
-        lambda path, p: p.ndim >= 2 and not any(r.search(param_name(path)) for r in patterns), params)
+    return jax.tree_util.tree_map_with_path(lambda path, p: p.ndim >= 2 and not spared.matches(param_name(path)), params)
   return mask
 
 
@@ -52,44 +50,16 @@ def param_names(params) -> list[str]:
   return [param_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
 
 
-def compile_patterns(key: str, patterns) -> list[re.Pattern]:
-  compiled = []
-  for p in patterns:
-    try:
-      compiled.append(re.compile(p))
-    except re.error as e:
-      raise ConfigError(f"{key} entry {p!r} is not a regular expression ({e}); fix or remove it") from None
-  return compiled
-
-
-def lr_multipliers(config) -> list[tuple[re.Pattern, float]]:
-  """optim.lr_multipliers as (regex, multiplier) pairs; the last '=' separates them."""
-  rules = []
-  for entry in config.optim.lr_multipliers:
-    pattern, eq, value = str(entry).rpartition("=")
-    try:
-      multiplier = float(value)
-    except ValueError:
-      multiplier = None
-    if not eq or not pattern or multiplier is None or multiplier < 0:
-      raise ConfigError(f"optim.lr_multipliers entry {entry!r} is not REGEX=MULT with MULT >= 0; "
-                        "write e.g. '^backbone/=0.1'")
-    rules.append((compile_patterns("optim.lr_multipliers", [pattern])[0], multiplier))
-  return rules
-
-
-def _check_all_match(key: str, patterns, names: list[str]) -> None:
-  """A rule that names no parameter is a typo, not a choice: it would silently train what it meant to hold."""
-  unused = [p.pattern for p in patterns if not any(p.search(n) for n in names)]
-  if unused:
-    raise ConfigError(f"{key} {unused} match no parameter; names look like {names[:3]}")
+def lr_multipliers(config) -> Rules:
+  """optim.lr_multipliers: "REGEX=MULT" entries, MULT >= 0."""
+  return Rules("optim.lr_multipliers", config.optim.lr_multipliers, non_negative_float, form="REGEX=MULT with MULT >= 0",
+               example="^backbone/=0.1")
 
 
 def _scale_by_name(rules) -> optax.GradientTransformation:
   """Multiplies each update by the multiplier of the first rule matching its name (1 when none does)."""
   def multiplier(path):
-    name = param_name(path)
-    return next((m for p, m in rules if p.search(name)), 1.0)
+    return rules.value(param_name(path), 1.0)
 
   def update(updates, state, params=None):
     del params
@@ -103,20 +73,20 @@ def _muon_or_adamw(config) -> optax.GradientTransformation:
   embeddings, the head, norms and biases: orthogonalised momentum suits matrices acting on hidden states only."""
   o = config.optim
   adamw = optax.adamw(learning_rate(config), b1=o.beta1, b2=o.beta2, eps=o.eps,
-                      weight_decay=o.weight_decay, mask=decay_mask(o.get("no_decay", ())))
-  name = o.get("name", "adamw")
+                      weight_decay=o.weight_decay, mask=decay_mask(o.no_decay))
+  name = o.name
   if name == "adamw":
     return adamw
   if name != "muon":
     raise ConfigError(f"optim.name={name!r} must be one of {OPTIMIZERS}")
-  excluded = compile_patterns("optim.muon_exclude", o.muon_exclude)
+  excluded = Rules("optim.muon_exclude", o.muon_exclude)
   muon = optax.contrib.muon(learning_rate(config, peak=o.muon_lr), beta=o.muon_momentum,
                             weight_decay=o.weight_decay)
 
   def labels(params):
     def label(path, p):
       param = param_name(path)
-      hidden_matrix = p.ndim == 2 and param.endswith("kernel") and not any(r.search(param) for r in excluded)
+      hidden_matrix = p.ndim == 2 and param.endswith("kernel") and not excluded.matches(param)
       return "muon" if hidden_matrix else "adamw"
     return jax.tree_util.tree_map_with_path(label, params)
 
@@ -130,16 +100,16 @@ def make(config) -> optax.GradientTransformation:
   rules = lr_multipliers(config)
   if rules:
     tx = optax.chain(tx, _scale_by_name(rules))
-  frozen = compile_patterns("optim.freeze", o.freeze)
+  frozen = Rules("optim.freeze", o.freeze)
   if not frozen and not rules:
     return tx
 
   def labels(params):
     names = param_names(params)
-    _check_all_match("optim.freeze", frozen, names)
-    _check_all_match("optim.lr_multipliers", [p for p, _ in rules], names)
+    frozen.require_each_matches(names)
+    rules.require_each_matches(names)
     return jax.tree_util.tree_map_with_path(
-        lambda path, _: "frozen" if any(p.search(param_name(path)) for p in frozen) else "trained", params)
+        lambda path, _: "frozen" if frozen.matches(param_name(path)) else "trained", params)
 
   # Frozen parameters get exact zero updates (no decay, no optimizer state) and stay out of clipping's norm.
   return optax.multi_transform({"frozen": optax.set_to_zero(), "trained": tx}, labels)

@@ -19,9 +19,9 @@ import subprocess
 import sys
 import time
 
-from pretrain import cli, configlib, data, metrics, storage
+from pretrain import cli, configlib, storage
+from pretrain.trainer import layout, metrics
 
-FILENAME = "run.json"
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets", "numpy")
 CODE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,7 +29,7 @@ CODE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def read(workdir: str) -> dict | None:
   """The run's record, or None when the workdir has none (or it cannot be parsed)."""
   try:
-    return json.loads(storage.read_text(storage.join(workdir, FILENAME)))
+    return json.loads(storage.read_text(layout.ledger(workdir)))
   except (OSError, ValueError):
     return None
 
@@ -40,7 +40,7 @@ def resolved_config(config) -> dict:
 
 
 def start(run) -> None:
-  """Records the run as started; `run` is a pretrain.train.Run."""
+  """Records the run as started; `run` is a pretrain.trainer.train.Run."""
   if run.process_index != 0:
     return
   previous = read(run.workdir) or {}
@@ -51,7 +51,7 @@ def start(run) -> None:
       "code": code_version(),
       "packages": package_versions(),
       "hardware": hardware(devices_used=run.strategy.num_devices),
-      "vocabulary": data.vocabulary(run.dataset),
+      "vocabulary": run.dataset.vocabulary,
       "attempt": previous.get("attempt", 0) + 1,
       "started": _now(),
       "started_unix": time.time(),
@@ -140,4 +140,4 @@ def _now() -> str:
 
 
 def _write(workdir: str, record: dict) -> None:
-  storage.write_text(storage.join(workdir, FILENAME), json.dumps(record, indent=2, sort_keys=True))  # Whole, or not at all.
+  storage.write_text(layout.ledger(workdir), json.dumps(record, indent=2, sort_keys=True))  # Whole, or not at all.

@@ -11,6 +11,7 @@ import uuid
 import numpy as np
 
 from pretrain import configlib, storage
+from pretrain.trainer import layout
 from pretrain.errors import ConfigError, PretrainError
 
 
@@ -22,7 +23,9 @@ def summarize_eval(per_batch: list[dict]) -> dict:
   loss = loss_sum / max(count, 1.0)
   means = np.array([float(b["loss_sum"]) / float(b["count"]) for b in per_batch if float(b["count"]) > 0])
   sem = float(means.std(ddof=1) / math.sqrt(len(means))) if len(means) > 1 else 0.0
-  out = {"loss": loss, "loss_sem": sem, "bits_per_token": loss / math.log(2), "perplexity": math.exp(min(loss, 700)),
+  perplexity = math.exp(min(loss, 700))
+  out = {"loss": loss, "loss_sem": sem, "bits_per_token": loss / math.log(2), "bits_per_token_sem": sem / math.log(2),
+         "perplexity": perplexity, "perplexity_sem": perplexity * sem,  # Delta method: d exp(x) = exp(x) dx.
          "count": count}
   if "correct" in per_batch[0]:
     out["accuracy"] = sum(float(b["correct"]) for b in per_batch) / max(count, 1.0)
@@ -32,22 +35,8 @@ def summarize_eval(per_batch: list[dict]) -> dict:
   return out
 
 
-def against_references(out: dict, metadata: dict, *, whole_split: bool) -> dict:
-  """`out` (next-token eval metrics) with the distances to the dataset's reference scores where it has them
-  (the Markov dataset): the entropy given the source, which only a model told the source can reach, and
-  the best possible model's score, which holds for the whole validation split only."""
-  references = [("entropy_bits_per_token", "bits_above_entropy")]
-  if whole_split:
-    references.append(("best_bits_per_token", "bits_above_best"))
-  for reference, gap in references:
-    if reference in metadata:
-      out[reference] = metadata[reference]
-      out[gap] = out["bits_per_token"] - metadata[reference]
-  return out
-
-
 def describe_references(out: dict) -> str:
-  """The console's summary of against_references, e.g. ' | entropy 0.9950 (+0.0418) | best 1.0211 (+0.0157)'."""
+  """The console's summary of next_token's reference scores, e.g. ' | entropy 0.9950 (+0.0418) | best 1.0211 (+0.0157)'."""
   parts = [(f" | {name} {out[reference]:.4f} (+{out[gap]:.4f})") for name, reference, gap in (
       ("entropy", "entropy_bits_per_token", "bits_above_entropy"), ("best", "best_bits_per_token", "bits_above_best"))
       if reference in out]
@@ -77,14 +66,14 @@ class MetricWriter:
 
   def __init__(self, workdir: str, *, enabled: bool = True):
     self.enabled = enabled
-    self.path = storage.join(workdir, "metrics.jsonl")
+    self.path = layout.metrics(workdir)
     self.remote = storage.is_remote(workdir)
-    self._tensorboard = storage.join(workdir, "tensorboard")
+    self._tensorboard = layout.tensorboard(workdir)
     self._lines, self._flushed = None, time.monotonic()  # Remote: the whole file, as it will be written.
     self._tb, self._wandb, self.tensorboard_local = None, None, None
     if enabled:
       SummaryWriter = _summary_writer_class()  # Imported lazily: only the writing process needs it.
-      # Profiler traces go here too (pretrain/actions.py): on an object store, a local folder copied there.
+      # Profiler traces go here too (pretrain/trainer/actions.py): on an object store, a local folder copied there.
       self.tensorboard_local = tempfile.mkdtemp(prefix="pretrain-tensorboard-") if self.remote else self._tensorboard
       self._tb = SummaryWriter(self.tensorboard_local, flush_secs=self.FLUSH_SECONDS)
 
@@ -182,7 +171,6 @@ class MetricWriter:
 class WandB:
   """One W&B run per workdir: its id is written to DIR/wandb_run_id on the first attempt and reused with
   resume="allow" by every later one. W&B's files go under $WANDB_DIR, else into the workdir (when local)."""
-  ID_FILE = "wandb_run_id"
 
   def __init__(self, config, workdir: str):
     try:
@@ -190,7 +178,7 @@ class WandB:
     except ImportError:
       raise ConfigError("log.wandb_project is set but wandb is not installed; pip install -e '.[wandb]' or unset "
                         "--config.log.wandb_project") from None
-    id_path = storage.join(workdir, self.ID_FILE)
+    id_path = layout.wandb_run_id(workdir)
     run_id = storage.read_text(id_path).strip() if storage.exists(id_path) else uuid.uuid4().hex[:12]
     storage.write_text(id_path, run_id + "\n")
     log = config.log
@@ -213,7 +201,7 @@ class WandB:
 
 def read(workdir: str) -> list[dict]:
   """The lines of DIR/metrics.jsonl in order; [] when there is none. A line cut short by a kill is skipped."""
-  path = storage.join(workdir, "metrics.jsonl")
+  path = layout.metrics(workdir)
   if not storage.exists(path):
     return []
   rows = []

@@ -12,6 +12,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from pretrain import configlib, storage
+from pretrain.trainer import layout
 from pretrain.errors import CheckpointError, ConfigError, PretrainError
 
 # Config groups whose change makes a checkpoint meaningless to continue from.
@@ -95,8 +96,8 @@ def check_workdir(workdir: str) -> None:
 
 def check_resume_config(workdir: str, config) -> None:
   """A workdir with checkpoints resumes only the same model, data and objective (unless allowed)."""
-  path = storage.join(workdir, "config.json")
-  if not storage.exists(path) or not storage.path(storage.join(workdir, "checkpoints")).is_dir():
+  path = layout.config(workdir)
+  if not storage.exists(path) or not storage.path(layout.checkpoints(workdir)).is_dir():
     return
   try:
     saved = configlib.flatten(json.loads(storage.read_text(path)))

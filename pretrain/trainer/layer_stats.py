@@ -3,17 +3,18 @@ each parameter group, computed inside the train step on log steps only (a lax.co
 import jax
 import jax.numpy as jnp
 
-from pretrain import optim
+from pretrain.trainer import optim
+from pretrain.rules import Rules
 
 KINDS = ("param_norm", "grad_norm", "update_norm")
 
 
 def groups(names: list[str], patterns) -> list[str]:
   """The group of each parameter name: the text matched by the first pattern that matches it, else "other"."""
-  compiled = optim.compile_patterns("log.layer_groups", patterns)
+  rules = Rules("log.layer_groups", patterns)
   out = []
   for name in names:
-    match = next((m for m in (p.search(name) for p in compiled) if m and m.group(0)), None)
+    match = next((m for m in (r.search(name) for r in rules.rules) if m and m.group(0)), None)
     out.append(match.group(0) if match else "other")
   return out
 

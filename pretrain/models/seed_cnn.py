@@ -12,7 +12,20 @@ import jax.numpy as jnp
 
 from pretrain.errors import ConfigError
 
+OBJECTIVES = ()  # Trained only under a classification head.
+INPUTS = "image"
 MIN_SIZE = 18  # Smallest side whose third convolution still has an output: ((s - 2) // 2 - 2) // 2 - 2 >= 1.
+
+
+def build(config, dataset, data_axis=None):
+  del config, dataset, data_axis
+  return SeedCNN()
+
+
+def flops_per_token(config, params, forward_flops) -> float:
+  """Per image: a convolution reuses each weight at every pixel, so 3x the forward pass's FLOPs as XLA counts them."""
+  del config, params
+  return 3 * forward_flops()
 
 
 class SeedCNN(nn.Module):

@@ -35,7 +35,7 @@ def make_train_step(model, objective, tx, *, seed: int, accum_steps: int = 1, ax
 
   Gradients of loss *sums* are added over micro-batches and devices, then divided once by the global
   target count, so accumulation and data parallelism give the gradient of the same global mean.
-  With `layer_stats` (pretrain/layer_stats.py), metrics["layer_stats"] holds its per-group norms on the steps
+  With `layer_stats` (pretrain/trainer/layer_stats.py), metrics["layer_stats"] holds its per-group norms on the steps
   where `is_log_step(updates done)` holds, and zeros elsewhere (not computed).
   """
   def grads_of_sum(params, model_state, batch, rng):

@@ -16,15 +16,15 @@
 Checkpoints always hold global, unreplicated arrays, so any strategy resumes any other's checkpoint.
 `init(init_fn, abstract)` builds a fresh state straight into `abstract`'s shardings.
 """
-import re
 
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from pretrain.errors import ConfigError
+from pretrain.rules import Rules
 from pretrain.tree import path_name
-from pretrain.step import make_multi_step
+from pretrain.trainer.step import make_multi_step
 
 
 def _host(x):
@@ -166,7 +166,7 @@ class MeshStrategy(_GlobalReplicated):
                             axis_types=(AxisType.Auto, AxisType.Auto))
     self.num_devices = len(devices)
     self.fsdp_size = shape[1]
-    self.rules = [_parse_rule(r) for r in p.fsdp_rules]
+    self.rules = Rules("parallel.fsdp_rules", p.fsdp_rules, int, form="REGEX=DIM", example="wte/embedding=0")
     self._state_shardings = None
 
   def _leaf_sharding(self, path, x):
@@ -174,7 +174,7 @@ class MeshStrategy(_GlobalReplicated):
     name = path_name(path)
     spec = [None] * len(shape)
     if self.fsdp_size > 1 and shape:
-      dim = next((d for pattern, d in self.rules if pattern.search(name)), None)
+      dim = self.rules.value(name)
       if dim is None:  # The largest dimension the fsdp axis divides.
         candidates = [d for d in np.argsort(shape)[::-1] if shape[d] % self.fsdp_size == 0]
         dim = int(candidates[0]) if candidates else None
@@ -237,14 +237,6 @@ def init(init_fn, abstract):
   return jax.jit(init_fn, out_shardings=jax.tree_util.tree_map(lambda a: a.sharding, abstract))()
 
 
-def _parse_rule(rule: str):
-  pattern, _, dim = rule.rpartition("=")
-  try:
-    return re.compile(pattern), int(dim)
-  except (re.error, ValueError):
-    raise ConfigError(f"parallel.fsdp_rules entry {rule!r} must be 'REGEX=DIM', e.g. 'wte/embedding=0'") from None
-
-
 STRATEGIES = {"single": Single, "pmap": Pmap, "mesh": MeshStrategy}
 
 
@@ -261,7 +253,7 @@ def set_cpu_devices(count: int) -> None:
 
 
 def make(config):
-  set_cpu_devices(config.parallel.get("cpu_devices", 0))
+  set_cpu_devices(config.parallel.cpu_devices)
   try:
     cls = STRATEGIES[config.parallel.strategy]
   except KeyError:

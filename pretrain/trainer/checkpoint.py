@@ -13,6 +13,7 @@ from jax.experimental import multihost_utils
 
 from pretrain.errors import CheckpointError
 from pretrain import storage, tree
+from pretrain.trainer import layout
 
 
 class Checkpointer:
@@ -21,7 +22,7 @@ class Checkpointer:
   and the newest good one is used. Orbax deletes old checkpoints only after a newer one is committed."""
 
   def __init__(self, workdir: str, *, keep: int, async_save: bool = True):
-    self.directory = storage.join(workdir, "checkpoints")
+    self.directory = layout.checkpoints(workdir)
     # Object stores cannot rename a folder into place: there a step counts once its commit file is written.
     atomicity = ({"atomicity_options": ocp.options.AtomicityOptions(mode=ocp.options.AtomicityMode.COMMIT_FILE)}
                  if storage.is_remote(workdir) else {})
@@ -38,7 +39,7 @@ class Checkpointer:
 
   def save(self, step: int, state, loop_state: dict | None = None) -> None:
     """Saves `state` at `step`, with `loop_state` (plain JSON: what the loop needs beside the arrays to continue
-    exactly, pretrain/actions.py) in the step's metadata, committed with it."""
+    exactly, pretrain/trainer/actions.py) in the step's metadata, committed with it."""
     try:
       self.manager.save(step, args=ocp.args.StandardSave(state), custom_metadata=loop_state or {}, force=True)
     except Exception as e:  # OSError, or tensorstore's own error types for the same failures.

@@ -10,7 +10,7 @@ import time
 import jax
 import numpy as np
 
-from pretrain import guards, metrics
+from pretrain.trainer import guards, metrics
 from pretrain.errors import PretrainError
 
 
