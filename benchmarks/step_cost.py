@@ -20,7 +20,8 @@ import time
 _CHILD = """
 import json, sys, time
 import jax
-from pretrain import configlib, train
+from pretrain import configlib
+from pretrain.trainer import train
 spec, overrides, calls = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
 run = train.Run(configlib.load(spec, overrides), sys.argv[4])
 k = run.config.train.steps_per_call

@@ -1,7 +1,13 @@
 """Every field the trainer reads, with its default. Experiment configs start from `get_config()` here.
 
 The returned ConfigDict is locked: setting a key that is not listed below is an error, which is how a
-typo in a config file or a `--config.a.b=value` override is caught before anything runs.
+typo in a config file or a `--config.a.b=value` override is caught before anything runs. A run's saved
+config.json is read back onto these defaults (configlib.upgrade), so a field added later takes its default
+here for older runs too: this file is the only place a default is written.
+
+Regex fields (optim.freeze, lr_multipliers, no_decay, muon_exclude, parallel.fsdp_rules, log.layer_groups,
+init.dont_load) match '/'-joined parameter names with re.search: anywhere in the name unless anchored
+(^backbone/); where several entries could apply, the first listed wins (pretrain/rules.py).
 """
 import ml_collections
 from ml_collections.config_dict import placeholder
@@ -11,11 +17,14 @@ def get_config(variant=None):
   del variant
   c = ml_collections.ConfigDict()
   c.seed = 0  # Seeds parameter init, dropout and the order of training batches.
-  c.objective = "next_token"  # Likelihood to maximise; one function per name in pretrain/objectives.py
-  # ("next_token" pretrains; "classification" fine-tunes log p(label | x) through a head on the features).
+  # Likelihood to maximise: a module of pretrain/objectives ("next_token", "masked_lm", "pixels" pretrain;
+  # "classification" fine-tunes log p(label | x) through a head on the features), or your own by dotted path.
+  c.objective = "next_token"
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "markov"  # "markov" (embedded), "text" (your files), "idx"/"npz" (your images), or a TFDS catalog name.
+  # A module of pretrain/data: "markov" (embedded), "text" (your files), "idx"/"npz" (your images), "random"; your own
+  # source by dotted path (mylab.sources.web); any other name is a TFDS catalog dataset.
+  c.data.name = "markov"
   # File or directory. name="text": a text file (one document), a folder of text files (one document each), or
   # .jsonl / .jsonl.gz / .jsonl.zst / .parquet files or folders (one document per record or row); "idx": IDX files
   # (MNIST format, gzip'd or not); "npz": .npz arrays.
@@ -55,7 +64,8 @@ def get_config(variant=None):
   c.data.markov.seed = 1234  # Seed of the sources and the samples: the dataset's identity.
 
   c.model = ml_collections.ConfigDict()
-  c.model.family = "gpt"  # Model family in pretrain/models: gpt, bert, lstm, seed_cnn, resnet, pixelcnn.
+  # A module of pretrain/models (gpt, bert, lstm, seed_cnn, resnet, pixelcnn), or your own by dotted path.
+  c.model.family = "gpt"
   c.model.num_layers = 4  # Transformer blocks (gpt, bert), LSTM layers, or PixelCNN residual blocks.
   c.model.num_heads = 4  # Attention heads; must divide width.
   c.model.width = 128  # Residual stream width (d_model); LSTM hidden size; PixelCNN channels.
@@ -155,4 +165,14 @@ def get_config(variant=None):
   c.parallel.fsdp_rules = ()  # mesh: "REGEX=DIM" entries choosing the dim a parameter is sharded on over fsdp; default the largest divisible dim.
 
   c.lock()
+  return c
+
+
+def seconds_long(c, *, steps: int, batch_size: int, log_every: int, eval_every: int, markov_seq_len: int = 0):
+  """What every test-sized variant (:tiny, :smoke) sets: a few steps of a small batch, logged, evaluated and
+  checkpointed often; with markov_seq_len, a small Markov dataset of sequences that long."""
+  c.train.steps, c.train.batch_size, c.train.log_every = steps, batch_size, log_every
+  c.train.eval_every = c.train.checkpoint_every = eval_every
+  if markov_seq_len:
+    c.data.markov.num_train, c.data.markov.num_val, c.data.markov.seq_len = 512, 64, markov_seq_len
   return c

@@ -62,13 +62,9 @@ def get_config(variant=None):
     c.model.width = 32
     c.model.context = 32
     c.model.dtype = "float32"
-    c.train.batch_size = 4
+    base.seconds_long(c, steps=6, batch_size=4, log_every=2, eval_every=6)
     c.optim.accum_steps = 2
     c.optim.warmup_steps = 2
-    c.train.steps = 6
-    c.train.log_every = 2
-    c.train.eval_every = 6
-    c.train.checkpoint_every = 6
     c.eval.batches = 2
   elif variant:
     raise KeyError(f"unknown variant {variant!r}; use configs/gpt2_124m.py, :bench or :smoke")

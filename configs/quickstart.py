@@ -27,17 +27,10 @@ def get_config(variant=None):
   c.train.eval_every = 200
   c.train.checkpoint_every = 50  # Cheap at this size: an interrupted quickstart loses seconds.
   if variant == "tiny":  # Seconds, for tests.
-    c.data.markov.num_train = 512
-    c.data.markov.num_val = 64
-    c.data.markov.seq_len = 32
+    base.seconds_long(c, steps=20, batch_size=8, log_every=5, eval_every=10, markov_seq_len=32)
     c.model.context = 32
     c.model.num_layers = 1
     c.model.width = 32
-    c.train.steps = 20
-    c.train.batch_size = 8
-    c.train.log_every = 5
-    c.train.eval_every = 10
-    c.train.checkpoint_every = 10
   elif variant:
     raise KeyError(f"unknown variant {variant!r}; use configs/quickstart.py or configs/quickstart.py:tiny")
   return c

@@ -34,15 +34,8 @@ def get_config(variant=None):
   c.train.checkpoint_every = 100
   c.eval.batch_size = 256
   if variant == "tiny":  # Seconds, for tests; fine-tunes a configs/quickstart.py:tiny run.
-    c.data.markov.num_train = 512
-    c.data.markov.num_val = 64
-    c.data.markov.seq_len = 16
+    base.seconds_long(c, steps=10, batch_size=8, log_every=5, eval_every=5, markov_seq_len=16)
     c.data.labels_per_class = 4
-    c.train.steps = 10
-    c.train.batch_size = 8
-    c.train.log_every = 5
-    c.train.eval_every = 5
-    c.train.checkpoint_every = 5
     c.eval.batch_size = 32
   elif variant:
     raise KeyError(f"unknown variant {variant!r}; use configs/quickstart_finetune.py or configs/quickstart_finetune.py:tiny")

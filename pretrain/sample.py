@@ -103,7 +103,7 @@ def generating_family(name: str, where: str = ""):
   if not hasattr(family, "generation_steps"):
     able = [n for n in plugins.builtins(plugins.FAMILY)
             if hasattr(plugins.builtin(plugins.FAMILY, n), "generation_steps")]
-    raise ConfigError(f"{where}model.family={name}, which generates no tokens (it has no "
+    raise ConfigError(f"{where}model.family={name}, which is not autoregressive (its module has no "
                       f"generation_steps), so it cannot continue a prompt; sample from a run of model.family="
                       f"{' or '.join(able)}")
   return family

@@ -25,7 +25,9 @@ SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=list(hypo
 @hypothesis.given(st.lists(st.tuples(st.sampled_from(KEYS), VALUES), min_size=1, max_size=3))
 def test_config_values_fail_only_with_config_errors(overrides):
   try:
-    configlib.validate(configlib.load(CONFIG, overrides), num_devices=8)
+    config = configlib.load(CONFIG, overrides)
+    configlib.validate(config, num_devices=8)
+    data.check(config)
   except PretrainError as e:
     assert str(e) and "\n" not in str(e)
 
@@ -47,7 +49,7 @@ def test_values_that_reach_the_data_and_model(tmp_path_factory, key, value):
                                        ("data.markov.num_train", "100000000"), ("data.markov.seq_len", "10000000")])
 def test_markov_sizes_that_would_exhaust_memory_are_config_errors(key, value):
   with pytest.raises(ConfigError, match=key.split(".")[-1]):
-    configlib.validate(configlib.load(CONFIG, [(key, value)]), num_devices=8)
+    data.check(configlib.load(CONFIG, [(key, value)]))
 
 
 @hypothesis.settings(max_examples=25, **SETTINGS)

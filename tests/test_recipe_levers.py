@@ -111,7 +111,7 @@ def test_compilation_cache_serves_a_rerun(tmp_path):
   script = textwrap.dedent(f"""
       import json, sys
       import jax
-      from pretrain import train
+      from pretrain.trainer import train
       from tests.conftest import tiny_config
       hits = []
       jax.monitoring.register_event_listener(lambda event, **kw: hits.append(event))
