@@ -15,6 +15,8 @@ import sys
 import tempfile
 import time
 
+from pretrain.trainer import metrics, run_dir
+
 
 def matmul_limit_gflops(dtype: str, n: int = 1024, repeats: int = 20) -> float:
   import jax
@@ -35,12 +37,12 @@ def ours(shared: str, steps: int, variant: str, extra: list[str]) -> dict:
          "--config.data.path", os.path.join(shared, "data/tinyshakespeare/input.txt"), "--workdir", workdir,
          f"--config.train.steps={steps}", f"--config.optim.decay_steps={steps}", *extra]
   subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  rows = metrics.read(workdir)
   train = [r for r in rows if r["split"] == "train"][1:]  # The first window includes compilation.
   tokens_per_s = statistics.median(r["tokens_per_s"] for r in train)
   flops = statistics.median(r["model_flops_per_s"] for r in train)
-  config = json.load(open(os.path.join(workdir, "config.json")))
-  tokens_per_step = config["train"]["batch_size"] * config["model"]["context"]
+  config = run_dir.saved_config(workdir)
+  tokens_per_step = config.train.batch_size * config.model.context
   return {"tokens_per_s": tokens_per_s, "ms_per_step": 1000 * tokens_per_step / tokens_per_s,
           "gflops": flops / 1e9, "val_loss": [r for r in rows if r["split"] == "val"][-1]["loss"],
           "dtype": config["model"]["dtype"], "command": " ".join(cmd[1:])}

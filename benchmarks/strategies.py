@@ -4,12 +4,13 @@ single, pmap and mesh, on 1 and 8 (fake) devices.
   python -m benchmarks.strategies [--shared ../shared] [--steps 300]
 """
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+
+from pretrain.trainer import metrics
 
 CASES = [("single", 1, []), ("pmap", 1, []), ("mesh", 1, []),
          ("pmap", 8, []), ("mesh", 8, ["--config.parallel.mesh_shape=(8,1)"]),
@@ -24,7 +25,7 @@ def step_ms(shared, strategy, devices, extra, steps):
                   f"--config.train.steps={steps}", "--config.train.eval_every=100000", "--config.train.log_every=50",
                   f"--config.parallel.strategy={strategy}", "--config.train.batch_size=16", *extra],
                  check=True, stdout=subprocess.DEVNULL, env=env)
-  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  rows = metrics.read(workdir)
   tps = statistics.median(r["tokens_per_s"] for r in rows if r["split"] == "train" and r["step"] > 50)
   return 1000 * 16 * 64 / tps
 

@@ -92,7 +92,7 @@ def test_import_matches_pytorch_and_export_round_trips(tmp_path, variant):
   model = _random_gpt2(tmp_path / "hf", **VARIANTS[variant])
   given = None
   if variant != "gpt2":  # A --config whose model section differs from GPT-2 (rotary positions): GPT-2's wins.
-    given = configlib.load(hf.BASE_CONFIG)
+    given = configlib.load(configlib.BASE_CONFIG)
     given.model.position = "rope"
   config = hf.import_hf(str(tmp_path / "hf"), str(tmp_path / "w"), given)
   tokens = np.random.default_rng(0).integers(0, 61, (3, 24))
@@ -133,7 +133,7 @@ def test_published_file_layouts(tmp_path):
 
 def test_export_of_a_gpt_without_biases(tmp_path):
   """nanoGPT-style (no biases, exact GELU, untied head) exports with zero biases and the same logits."""
-  config = configlib.load(hf.BASE_CONFIG)
+  config = configlib.load(configlib.BASE_CONFIG)
   for key, value in dict(vocab_size=40, context=16, num_layers=2, num_heads=2, width=32, bias=False,
                          tie_embeddings=False, gelu_approximate=False).items():
     config.model[key] = value

@@ -97,7 +97,7 @@ def test_file_tokenizer_streams_long_documents_in_batches(tmp_path, monkeypatch,
   _write_jsonl(tmp_path / "docs.jsonl", docs[:2])
   for i, d in enumerate(docs[2:]):
     (tmp_path / f"long{i}.txt").write_text(d)
-  monkeypatch.setattr(sources, "BLOCK", 1000)
+  monkeypatch.setattr(corpus, "BLOCK", 1000)
   monkeypatch.setattr(prepare, "BATCH_CHARS", 5000)
   monkeypatch.setattr(prepare, "PROGRESS_S", 0.0)  # A progress line for every piece.
   eot = tok.token_to_id(tokenizers.END_OF_TEXT)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from pretrain import data
-from pretrain import finetune
+from pretrain.data import text
+from pretrain import finetune as fine_tuning
 from pretrain.trainer import run_dir, train
 from tests.conftest import read_metrics, run_main, tiny_config, rows
 from tests.test_images import write_mnist_like
@@ -28,7 +29,7 @@ def image_config(digits, **overrides):
 def finetune(pretrained_dir, workdir, config):
   config.init.workdir = str(pretrained_dir)
   config.init.dont_load = ("^head/",)  # A new task: the head starts afresh even when its shape matches.
-  final = finetune.train(config, str(workdir))
+  final = fine_tuning.train(config, str(workdir))
   assert "accuracy" in final and np.isfinite(final["loss"])
   loaded = run_dir.load(str(workdir)).params
   assert "backbone" in loaded and "head" in loaded
@@ -66,7 +67,7 @@ def test_lstm_pretrains_then_fine_tunes_on_labels(tmp_path):
 
 def test_text_segments_are_labeled_windows():
   tokens = np.arange(1000, dtype=np.int32)
-  train_split, val_split = data.segment_windows(tokens, 4, 10, 0.2)
+  train_split, val_split = text.segment_windows(tokens, 4, 10, 0.2)
   assert rows(train_split)["tokens"].shape == (80, 10) and rows(val_split)["tokens"].shape == (20, 10)
   for split in (train_split, val_split):
     t, y = rows(split)["tokens"], rows(split)["label"]

@@ -129,7 +129,7 @@ def train(config, workdir: str, initialize=None) -> dict:
     return _train(config, workdir, preemption, initialize)
 
 
-def _train(config, workdir: str, preemption, initialize) -> dict:
+def _train(config, workdir: str, preemption, initialize=None) -> dict:
   if config.init.workdir and initialize is None:
     raise ConfigError(f"init.workdir={config.init.workdir} names a pretrained run; fine-tune through "
                       "pretrain.finetune.train (python -m pretrain.main does), which loads it")
