@@ -20,7 +20,7 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__)
   p.add_argument("--compile", action="store_true")
   o = p.parse_args(argv)
-  from pretrain import configlib
+  from pretrain import configlib, models
   from pretrain.trainer import parallel, train
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   config = configlib.load(os.path.join(root, "configs/gpt2_124m.py:bench"), [
@@ -28,7 +28,7 @@ def main(argv=None):
       ("optim.accum_steps", "1"), ("train.steps_per_call", "1"), ("model.attention", "xla")])
   run = train.Run(config, "/tmp/unused-fsdp-capacity")
   abstract = run.strategy.abstract(jax.eval_shape(run.init_state))
-  params = train.count_params(abstract.params)
+  params = models.count_params(abstract.params)
   whole = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(abstract))
   per_device = sum(np.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
                    for x in jax.tree_util.tree_leaves(abstract))

@@ -18,7 +18,7 @@ def main(argv=None):
   p.add_argument("--layers", type=int, default=6)
   p.add_argument("--saves", type=int, default=10)
   o = p.parse_args(argv)
-  from pretrain import configlib
+  from pretrain import configlib, models
   from pretrain.trainer import checkpoint, train
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   config = configlib.load(os.path.join(root, "configs/quickstart.py:tiny"), [
@@ -27,7 +27,7 @@ def main(argv=None):
   workdir = tempfile.mkdtemp(prefix="bench-pmap-save-")
   run = train.Run(config, workdir)
   state = run.strategy.place(run.init_state())
-  n = train.count_params(state.params) // len(jax.local_devices())
+  n = models.count_params(state.params) // len(jax.local_devices())
   ckpt = checkpoint.Checkpointer(workdir, keep=1, async_save=False)
   unreplicate, total = [], []
   for i in range(o.saves + 1):

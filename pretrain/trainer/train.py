@@ -26,8 +26,6 @@ from pretrain import configlib, data, models
 from pretrain.trainer import actions, checkpoint, guards, layer_stats, ledger, metrics, optim, parallel, run_dir, step
 from pretrain.errors import ConfigError, DataError, Preempted
 
-count_params = models.count_params
-
 
 class Run:
   """Everything a loop needs, built once; `evaluate` and `train` can be used from a notebook."""
@@ -151,7 +149,7 @@ def _train(config, workdir: str, preemption, initialize=None) -> dict:
   every = [actions.Log(run, window, optim.learning_rate(config), run.parts.flops_per_token()), evaluate, save]  # In order.
   owed = [a for a in every if a.name in saved.get("owed", ())]  # What a preemption left undone at `start`.
   run.writer.truncate_after(start, redo=[split for a in owed for split in a.splits])
-  run.writer.console(f"{count_params(run.shapes.params):,} parameters; {run.dataset.name}; {run.strategy.name} on "
+  run.writer.console(f"{models.count_params(run.shapes.params):,} parameters; {run.dataset.name}; {run.strategy.name} on "
                      f"{run.strategy.num_devices} device(s); steps {start}->{t.steps}")
   profile, train_fn, k = actions.Profile(run), run.train_fn(), t.steps_per_call
 
