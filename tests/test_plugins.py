@@ -123,8 +123,8 @@ def test_own_family_source_and_objective_train_end_to_end_and_fine_tune(lab):
   smoothed = train.train(lab_config(objective="labplug.smoothed"), str(lab / "smoothed"))
   assert smoothed["loss"] < math.log(12) and smoothed["loss"] > final["loss"]  # Smoothing keeps a floor above it.
   tuned = finetune.train(lab_config(**{"objective": "classification", "init.workdir": str(lab / "lm"),
-                                       "optim.lr": 1e-2}), str(lab / "parity"))
-  assert 0 <= tuned["accuracy"] <= 1 and read_metrics(lab / "parity", "val")
+                                       "model.head.pooling": "first", "optim.lr": 1e-2}), str(lab / "parity"))
+  assert tuned["accuracy"] > 0.9 and read_metrics(lab / "parity", "val")  # The first token's parity: chance 0.5.
   loaded = run_dir.load(str(lab / "parity"))  # The saved run reads back through the dotted names.
   assert set(loaded.params) == {"backbone", "head"} and "out" not in loaded.params["backbone"]
 

@@ -51,9 +51,12 @@ def build_model(config, dataset, data_axis=None, family=None, objective=None):
   if not objectives.accepts(objective, config.objective, family):
     fits = [name for name in plugins.builtins(plugins.FAMILY)
             if objectives.accepts(objective, config.objective, plugins.builtin(plugins.FAMILY, name))]
-    fix = f"set --config.model.family={fits[0]} or another objective" if fits else "choose another objective"
-    raise ConfigError(f"objective={config.objective} trains model.family {' or '.join(fits) or '(none built in)'}, not "
-                      f"{config.model.family}; {fix}")
+    if fits:
+      raise ConfigError(f"objective={config.objective} trains model.family {' or '.join(fits)}, not "
+                        f"{config.model.family}; set --config.model.family={fits[0]} or another objective")
+    raise ConfigError(f"objective={config.objective}: model.family={config.model.family} does not list it in its "
+                      f"OBJECTIVES {tuple(getattr(family, 'OBJECTIVES', ()))} and no built-in family does; add it to "
+                      "the family module's OBJECTIVES, or give the objective module an accepts(family)")
   backbone = family.build(config, dataset, data_axis)
   wrap = getattr(objective, "wrap", None)
   return wrap(backbone, config, dataset) if wrap else backbone
