@@ -11,6 +11,7 @@ Output: the metrics (nats/token as `loss`, bits/token, perplexity, each with its
 batches) as one JSON line, the last line of standard output, also appended to W/metrics.jsonl with
 split "evaluate".
 """
+import copy
 import json
 
 import jax
@@ -26,7 +27,7 @@ FLAGS = flags.FLAGS
 
 def eval_config(saved, given, overrides=()) -> ml_collections.ConfigDict:
   """W's saved config with the data and eval sections of `given`; eval.batches=0 unless overridden."""
-  config = configlib.upgrade(saved.to_dict())
+  config = copy.deepcopy(saved)
   config.data = ml_collections.ConfigDict(given.data.to_dict())
   config.eval = ml_collections.ConfigDict(given.eval.to_dict())
   config.eval.batch_size = given.eval.batch_size or given.train.batch_size
@@ -39,14 +40,13 @@ def eval_config(saved, given, overrides=()) -> ml_collections.ConfigDict:
   return config
 
 
-def check_fits(parts, workdir: str, at_step: int) -> None:
+def check_fits(parts, saved_data, workdir: str, at_step: int) -> None:
   """Stops with one error listing every entry where W's checkpoint and the model this data implies differ."""
   config, dataset = parts.config, parts.dataset
   saved = config.model
   if saved.vocab_size and dataset.vocab_size > saved.vocab_size:
     raise ConfigError(f"the data has {dataset.vocab_size} token ids but {workdir}'s model reads {saved.vocab_size}; "
                       "evaluate on data with the model's tokenizer (data.tokenizer, data.tokenizer_path)")
-  saved_data = run_dir.saved_config(workdir).data
   if saved_data.tokenizer == "file" and config.data.tokenizer != "file":
     raise ConfigError(f"{workdir}'s model reads ids of the tokenizer in {saved_data.tokenizer_path}; set "
                       f"--config.data.tokenizer=file --config.data.tokenizer_path={saved_data.tokenizer_path}")
@@ -63,11 +63,12 @@ def check_fits(parts, workdir: str, at_step: int) -> None:
 
 def evaluate(workdir: str, given, at_step: int | None = None, overrides=()) -> dict:
   """Metrics of W's checkpoint on `given`'s validation split; also appended to W/metrics.jsonl."""
-  config = eval_config(run_dir.saved_config(workdir), given, overrides)
+  saved = run_dir.saved_config(workdir)
+  config = eval_config(saved, given, overrides)
   at_step = run_dir.checkpoint_step(workdir, at_step)
   data.check(config)
   parts = run_dir.build(config)
-  check_fits(parts, workdir, at_step)
+  check_fits(parts, saved.data, workdir, at_step)
   run = run_dir.load(workdir, at_step, parts=parts)
   batch_size, accum_steps = configlib.eval_batching(config, num_devices=1)
   eval_step = jax.jit(step.make_eval_step(parts.model, parts.objective.loss, accum_steps=accum_steps))

@@ -23,7 +23,7 @@ from pretrain import cli, configlib, storage
 from pretrain.trainer import layout, metrics
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets", "numpy")
-CODE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CODE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # The repository.
 
 
 def read(workdir: str) -> dict | None:

@@ -13,7 +13,7 @@ from typing import Callable
 import jax
 
 from pretrain import configlib, data, models, objectives, plugins, storage
-from pretrain.trainer import checkpoint, layout, metrics, optim, step
+from pretrain.trainer import checkpoint, layout, ledger, metrics, optim, step
 from pretrain.errors import CheckpointError, ConfigError
 
 
@@ -103,10 +103,8 @@ def saved_dataset(workdir: str) -> dict:
   path = layout.dataset(workdir)
   if storage.exists(path):
     return json.loads(storage.read_text(path))
-  if storage.exists(layout.ledger(workdir)):
-    vocabulary = json.loads(storage.read_text(layout.ledger(workdir))).get("vocabulary")
-    return {"vocabulary": vocabulary, "vocab_size": (vocabulary or {}).get("vocab_size")}
-  return {}
+  vocabulary = (ledger.read(workdir) or {}).get("vocabulary")
+  return {"vocabulary": vocabulary, "vocab_size": (vocabulary or {}).get("vocab_size")} if vocabulary else {}
 
 
 def checkpoint_step(workdir: str, at_step: int | None = None) -> int:
