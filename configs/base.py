@@ -26,12 +26,25 @@ def get_config(variant=None):
   # source by dotted path (mylab.sources.web); any other name is a TFDS catalog dataset.
   c.data.name = "markov"
   # File or directory. name="text": a text file (one document), a folder of text files (one document each), or
-  # .jsonl / .jsonl.gz / .jsonl.zst / .parquet files or folders (one document per record or row); "idx": IDX files
-  # (MNIST format, gzip'd or not); "npz": .npz arrays.
+  # .jsonl / .csv / .tsv (also .gz, .zst) / .parquet files or folders (one document per record or row); "idx": IDX
+  # files (MNIST format, gzip'd or not); "npz": .npz arrays.
   c.data.path = placeholder(str)
+  # name="text": a file or folder like data.path that is the whole validation split (labeled or not); unset, a part
+  # of data.path validates (data.val_fraction).
+  c.data.val_path = placeholder(str)
+  # name="text", objective="classification": each record is one example labeled by this field (JSON key, CSV or
+  # Parquet column), or "subfolder": data.path is a folder with one subfolder of files per class, named by it.
+  # Labels map to ids in sorted order (numerically when all are integers). A text is cut to its first model.context
+  # tokens. Other objectives read the same records as documents (labels unused).
+  c.data.label_field = placeholder(str)
+  # Text that is not UTF-8, for the char and file tokenizers: "strict" stops naming the file and byte offset;
+  # "replace" reads each bad byte as U+FFFD. (tokenizer="byte" takes any bytes as they are.)
+  c.data.decode_errors = "strict"
   c.data.tokenizer = "char"  # "char" (sorted unique characters), "byte" (256 symbols) or "file" (data.tokenizer_path).
   c.data.tokenizer_path = placeholder(str)  # tokenizer="file": a Hugging Face tokenizer.json, or a directory with one or with GPT-2's vocab.json + merges.txt.
-  c.data.val_fraction = 0.1  # Last fraction of the text held out for validation (nanoGPT: 0.1).
+  # Without data.val_path: the last fraction of the text validates (nanoGPT: 0.1); of labeled records, a seeded
+  # (data.split_seed) fraction of each class's.
+  c.data.val_fraction = 0.1
   c.data.data_dir = placeholder(str)  # Where prepared datasets live; default $PRETRAIN_DATA_DIR or ~/.cache/pretrain/datasets.
   c.data.random_tokens = 1 << 20  # name="random": tokens of uniform noise per split (speed benchmarks).
   c.data.train_split = "train"  # Split names inside the TFDS dataset.
@@ -41,7 +54,7 @@ def get_config(variant=None):
   # ("NAME:*" takes the rest). The default cuts the 10,000 MNIST test images into 8,000 for pretraining (labels
   # unused), 1,000 labeled for fine-tuning and 1,000 for testing.
   c.data.splits = ("train:8000", "finetune:1000", "test:1000")
-  c.data.split_seed = 0  # Seed of that permutation; part of the dataset's identity.
+  c.data.split_seed = 0  # Seed of that permutation and of labeled text's validation records: part of the identity.
   # name="text": >0 turns the text into a classification task: this many equal contiguous parts, non-overlapping
   # windows of model.context + 1 tokens labeled by their part, the last val_fraction of each part validating.
   c.data.text_segments = 0

@@ -31,7 +31,7 @@ FLAGS = flags.FLAGS
 # (metric, column title): a column appears when some run has the metric.
 COLUMNS = (("val.loss", "val loss (nats/token)"), ("val.bits_per_token", "val bits/token"),
            ("val.bits_above_entropy", "bits/token above entropy"), ("val.bits_above_best", "bits/token above best"),
-           ("val.accuracy", "val accuracy"),
+           ("val.accuracy", "val accuracy"), ("val.macro_f1", "val macro-F1"),
            ("train.loss", "train loss"), ("wall_s", "wall time (s)"))
 
 
@@ -131,7 +131,8 @@ def write(out: str, workdirs: list[str], *, keys: list[str] | None = None, metri
     raise PretrainError(f"none of the {len(entries)} workdirs has finished training; nothing to report yet")
   keys = swept_keys(done) if keys is None else list(keys)
   groups = group(done, keys)
-  columns = [(m, title) for m, title in COLUMNS + _extra_eval_columns(done) if any(e.final(m) is not None for e in done)]
+  columns = [(m, title) for m, title in COLUMNS + _f1_columns(done) + _extra_eval_columns(done)
+             if any(e.final(m) is not None for e in done)]
   if metric not in [m for m, _ in columns]:
     if all(e.final(metric) is None for e in done):
       raise PretrainError(f"--metric={metric} is in no finished run's metrics.jsonl; use SPLIT.KEY, e.g. val.loss")
@@ -167,6 +168,7 @@ def write(out: str, workdirs: list[str], *, keys: list[str] | None = None, metri
             f"Wall time: {metrics.format_duration(sum(e.record.get('wall_s', 0.0) for e in done))} in all.", "",
             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(row) + " |" for row in table]
+  lines += _confusion_sections(groups, keys)
   unfinished = [e for e in entries if not e.finished]
   if unfinished:
     lines += ["", "Unfinished (not in the table):"]
@@ -178,6 +180,33 @@ def write(out: str, workdirs: list[str], *, keys: list[str] | None = None, metri
   with open(path, "w") as f:
     f.write("\n".join(lines))
   return path
+
+
+def _f1_columns(entries, most: int = 10) -> tuple:
+  """(val.f1/NAME, title) per label name, in label order, when the runs' classes are at most `most`."""
+  names = []
+  for entry in entries:
+    for row in entry.rows:
+      names += [k[3:] for k in row if k.startswith("f1/") and row.get("split") == "val" and k[3:] not in names]
+  return tuple((f"val.f1/{n}", f"val F1 {n}") for n in names) if len(names) <= most else ()
+
+
+def _confusion_sections(groups, keys) -> list[str]:
+  """Per setting, the final evaluations' confusion matrices added over its seeds, with the label names."""
+  lines = []
+  for setting, runs in groups:
+    finals = [e.final("val.confusion") for e in runs]
+    labels = next((e.final("val.labels") for e in runs if e.final("val.labels")), None)
+    if labels is None or any(f is None for f in finals) or len(labels) > 20:
+      continue
+    total = np.sum(np.asarray(finals), axis=0)
+    if not lines:
+      lines = ["", "Confusion matrices of the final evaluations (rows: true label, columns: predicted), added over "
+               "seeds:"]
+    lines += ["", f"{_label(keys, setting) or 'all runs'} ({len(runs)} seeds):", "",
+              "| true \\ predicted | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(str(int(v)) for v in row) + " |" for name, row in zip(labels, total)]
+  return lines
 
 
 def _extra_eval_columns(entries) -> tuple:

@@ -119,7 +119,7 @@ def test_stored_stream_reads_only_the_records_a_window_needs(tmp_path, monkeypat
   writer.close()
   n_train = int(len(ids) * 0.9)
   infos = store.carve(str(tmp_path), writer, {"train": (0, n_train), "validation": (n_train, len(ids))})
-  store.write_metadata(str(tmp_path), np.uint16, infos, {"num_tokens": {"train": n_train, "validation": len(ids) - n_train},
+  store.write_metadata(str(tmp_path), store.features(np.uint16), infos, {"num_tokens": {"train": n_train, "validation": len(ids) - n_train},
                                                           "record_tokens": 64}, "test")
   assert not any(f.startswith(("stream", "copy")) for f in os.listdir(tmp_path))
   import tensorflow_datasets as tfds

@@ -40,6 +40,7 @@ class Dataset:
   bos_id: int | None = None  # Every sequence starts with this id (the model predicts all of its real tokens).
   # What the token ids mean, for sources without a tokenizer (e.g. {"ids": "markov"}); see `vocabulary`.
   ids: dict | None = None
+  label_names: tuple = ()  # Name of each label id, where the labels have names (reports and the console show them).
 
   @property
   def vocab(self) -> str | None:
@@ -80,7 +81,15 @@ class Dataset:
   def describe(self) -> dict:
     """What a run saves of its data (DIR/dataset.json): enough to fine-tune from it without reading the data."""
     return {"name": self.name, "vocab_size": self.vocab_size, "num_classes": self.num_classes,
-            "vocabulary": self.vocabulary}
+            "vocabulary": self.vocabulary, "label_names": list(self.label_names)}
+
+  def label_name(self, label: int) -> str:
+    return self.label_names[label] if label < len(self.label_names) else str(label)
+
+
+def wants_labels(config) -> bool:
+  """Whether the objective reads labels (sources holding both read their labeled form for it)."""
+  return config.objective == "classification"
 
 
 def source(config):
@@ -132,7 +141,8 @@ def labeled_subset(dataset: Dataset, per_class: int, seed: int) -> Records:
   for c in range(max(dataset.num_classes, int(labels.max()) + 1)):
     members = np.flatnonzero(labels == c)
     if len(members) < per_class:
-      raise DataError(f"data.labels_per_class={per_class} but class {c} of {dataset.name} has only {len(members)} "
+      raise DataError(f"data.labels_per_class={per_class} but class {dataset.label_name(c)!r} of {dataset.name} has "
+                      f"only {len(members)} "
                       f"training examples; use at most {len(members)} or 0 to keep all")
     chosen.append(np.random.default_rng([seed, c, 2]).permutation(members)[:per_class])
   return train.subset(np.sort(np.concatenate(chosen)))

@@ -145,7 +145,11 @@ class Records:
     return {k: (v.shape[1:], v.dtype) for k, v in self.read([0]).items()}
 
   def column(self, name: str, batch: int = 4096) -> np.ndarray:
-    """One field of every row, read a batch at a time (labels, for choosing subsets)."""
+    """One field of every row, read a batch at a time (labels, for choosing subsets), or from the source's own
+    column where it keeps one (labeled texts keep their labels apart from the texts)."""
+    kept = getattr(self.source, "column", lambda name: None)(name)
+    if kept is not None:
+      return kept if self.index is None else kept[self.index]
     return np.concatenate([self.read(np.arange(a, min(a + batch, len(self))))[name] for a in range(0, len(self), batch)])
 
   def subset(self, positions) -> "Records":

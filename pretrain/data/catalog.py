@@ -12,7 +12,7 @@ import urllib.parse
 import numpy as np
 import tensorflow_datasets as tfds
 
-from pretrain.data import Dataset, builders, corpus, images, prepare, text, tokenizers
+from pretrain.data import Dataset, builders, corpus, images, prepare, text, tokenizers, wants_labels
 from pretrain.errors import DataError
 
 _PROBE_TIMEOUT_S = 3.0
@@ -83,7 +83,7 @@ def load(config) -> Dataset:
   rows = [builders.records(builder, s, keys=(field, "label")) for s in names]
   corpora = {s: corpus.TFDSCorpus(r, f"TFDS {d.name} {s}", field, binary=d.tokenizer == "byte")
              for s, r in zip(names, rows)}
-  if config.objective == "classification" and "label" in features:
+  if wants_labels(config) and "label" in features:
     return _labeled_texts(d, corpora, features["label"].num_classes, config.model.context, tokenizer_file)
   spec = dict(catalog=d.name, version=str(builder.info.version), data_dir=str(builder.data_dir), splits=names,
               text_field=field, tokenizer=d.tokenizer,

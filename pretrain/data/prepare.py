@@ -154,7 +154,7 @@ def text(folder: str, corpora: dict, tokenizer: str, *, val_fraction: float | No
     metadata = dict(tokenizer=tok.kind, vocab=chars, vocab_size=tok.vocab_size, end_of_text=tok.end_of_text,
                     num_tokens=num_tokens, documents=documents, record_tokens=store.RECORD_TOKENS,
                     input_bytes=sum(c.total_bytes for c in corpora.values()), prepared_s=progress.elapsed())
-    store.write_metadata(tmp, tok.dtype, infos, metadata, f"{_describe(corpora)}, {tok.kind} tokens")
+    store.write_metadata(tmp, store.features(tok.dtype), infos, metadata, f"{_describe(corpora)}, {tok.kind} tokens")
     log(f"prepared {folder}: {sum(num_tokens.values()):,} tokens ({', '.join(f'{k} {v:,}' for k, v in num_tokens.items())})"
         f", {documents:,} documents, {progress.summary()}")
 

@@ -31,14 +31,54 @@ def features(dtype) -> tfds.features.FeaturesDict:
       shape=(None,), dtype=dtype, encoding=tfds.features.Encoding.BYTES)})
 
 
+class RecordWriter:
+  """Serialized examples of `features` into array_record shards of SHARD_RECORDS, named `{prefix}-{i:05d}`."""
+
+  def __init__(self, prefix: str, features_dict: tfds.features.FeaturesDict):
+    self.prefix, self.features = prefix, features_dict
+    self.shards: list[tuple[str, int, int]] = []  # (path, records, bytes) of each closed shard
+    self._writer, self._records, self._bytes = None, 0, 0
+
+  def write(self, example: dict) -> None:
+    if self._writer is None:
+      path = f"{self.prefix}-{len(self.shards):05d}"
+      self._writer, self._path = array_record_module.ArrayRecordWriter(path, _OPTIONS), path
+    data = self.features.serialize_example(example)
+    self._writer.write(data)
+    self._records, self._bytes = self._records + 1, self._bytes + len(data)
+    if self._records == SHARD_RECORDS:
+      self._close_shard()
+
+  def _close_shard(self) -> None:
+    self._writer.close()
+    self.shards.append((self._path, self._records, self._bytes))
+    self._writer, self._records, self._bytes = None, 0, 0
+
+  def close(self) -> list[tuple[str, int, int]]:
+    if self._writer is not None:
+      self._close_shard()
+    return self.shards
+
+  def finish(self, folder: str, split: str) -> tfds.core.SplitInfo:
+    """Closes the shards and names them as TFDS names split `split`'s files in `folder`."""
+    parts = self.close()
+    for i, (path, _, _) in enumerate(parts):
+      os.replace(path, os.path.join(folder, f"{NAME}-{split}.array_record-{i:05d}-of-{len(parts):05d}"))
+    return tfds.core.SplitInfo(name=split, shard_lengths=[r for _, r, _ in parts], num_bytes=sum(b for _, _, b in parts))
+
+
 class ShardWriter:
-  """Appends ids to records of RECORD_TOKENS in shards of SHARD_RECORDS, named `{prefix}-{i:05d}`."""
+  """Appends ids to records of RECORD_TOKENS in shards (RecordWriter), never holding more than one record."""
 
   def __init__(self, prefix: str, dtype):
-    self.prefix, self.dtype, self._features = prefix, np.dtype(dtype), features(dtype)
-    self.shards: list[tuple[str, int, int]] = []  # (path, records, bytes) of each closed shard
+    self.dtype = np.dtype(dtype)
+    self._records = RecordWriter(prefix, features(dtype))
     self.num_tokens = 0
-    self._pending, self._writer, self._records, self._bytes = [], None, 0, 0
+    self._pending = []
+
+  @property
+  def shards(self) -> list[tuple[str, int, int]]:
+    return self._records.shards
 
   def write(self, ids: np.ndarray) -> None:
     ids = np.asarray(ids)
@@ -58,28 +98,14 @@ class ShardWriter:
     self._pending = [ids[head + full * RECORD_TOKENS:].copy()]
 
   def _record(self, ids) -> None:
-    if self._writer is None:
-      path = f"{self.prefix}-{len(self.shards):05d}"
-      self._writer, self._path = array_record_module.ArrayRecordWriter(path, _OPTIONS), path
-    data = self._features.serialize_example({"tokens": ids})
-    self._writer.write(data)
-    self._records, self._bytes = self._records + 1, self._bytes + len(data)
-    if self._records == SHARD_RECORDS:
-      self._close_shard()
-
-  def _close_shard(self) -> None:
-    self._writer.close()
-    self.shards.append((self._path, self._records, self._bytes))
-    self._writer, self._records, self._bytes = None, 0, 0
+    self._records.write({"tokens": ids})
 
   def close(self) -> list[tuple[str, int, int]]:
     rest = np.concatenate(self._pending) if self._pending else np.zeros(0, self.dtype)
     if len(rest):
       self._record(rest)
     self._pending = []
-    if self._writer is not None:
-      self._close_shard()
-    return self.shards
+    return self._records.close()
 
 
 class Tokens:
@@ -181,8 +207,9 @@ def carve(folder: str, stream: ShardWriter, splits: dict[str, tuple[int, int]]) 
   return infos
 
 
-def write_metadata(folder: str, dtype, splits: list[tfds.core.SplitInfo], metadata: dict, description: str) -> None:
+def write_metadata(folder: str, features_dict, splits: list[tfds.core.SplitInfo], metadata: dict,
+                   description: str) -> None:
   tfds.folder_dataset.write_metadata(
-      data_dir=folder, features=features(dtype), split_infos=splits, check_data=False,
+      data_dir=folder, features=features_dict, split_infos=splits, check_data=False,
       filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}", description=description,
       metadata=tfds.core.MetadataDict(metadata))

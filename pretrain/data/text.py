@@ -1,9 +1,11 @@
 """Your text (data.name=text): a text file (one document), a folder of text files (one document each), or
-.jsonl / .jsonl.gz / .jsonl.zst / .parquet files or folders (one document per record or row), tokenized once by
-a streamed preparation into stored token shards (pretrain/data/prepare.py, store.py).
+.jsonl / .csv / .tsv / .parquet files or folders (one document per record or row; see corpus.py), tokenized once
+by a streamed preparation into stored token shards (pretrain/data/prepare.py, store.py). data.val_path names a
+second path that validates whole; without it the last data.val_fraction of the tokens does.
 
-With data.text_segments=K the text becomes a classification task: K equal contiguous parts, windows labeled by
-their part. The helpers for prepared token folders here serve the TFDS catalog's texts too (catalog.py).
+For objective=classification: with data.label_field each record is one labeled example (labeled.py); with
+data.text_segments=K the text is cut into K equal contiguous parts, windows labeled by their part. The helpers
+for prepared token folders here serve the TFDS catalog's texts too (catalog.py).
 """
 import dataclasses
 import os
@@ -11,7 +13,8 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from pretrain.data import Dataset, Joined, Records, TokenStream, Windows, builders, corpus, prepare, store, tokenizers
+from pretrain.data import (Dataset, Joined, Records, TokenStream, Windows, builders, corpus, labeled, prepare, store,
+                           tokenizers, wants_labels)
 from pretrain.errors import ConfigError, DataError
 
 TEXT_FORMAT = 2  # Part of a prepared text folder's name: 2 stores uint16/uint32 ids and end-of-text tokens.
@@ -19,14 +22,23 @@ TEXT_FORMAT = 2  # Part of a prepared text folder's name: 2 stores uint16/uint32
 
 def check(config) -> None:
   d = config.data
-  if d.path and not os.path.exists(d.path):
-    raise ConfigError(f"data.path={d.path!r} does not exist; set --config.data.path to a text file or directory")
+  for key in ("path", "val_path"):
+    if d[key] and not os.path.exists(d[key]):
+      raise ConfigError(f"data.{key}={d[key]!r} does not exist; set --config.data.{key} to a text file or directory")
+  if d.decode_errors not in corpus.DECODE_ERRORS:
+    raise ConfigError(f"data.decode_errors={d.decode_errors!r} is not one of {corpus.DECODE_ERRORS}")
+  if d.label_field and d.text_segments and wants_labels(config):
+    raise ConfigError("data.label_field and data.text_segments both label the text; set one of them to its default")
+  if d.val_path and d.text_segments:
+    raise ConfigError("data.text_segments validates on each part's last windows, not on data.val_path; unset one")
 
 
 def load(config) -> Dataset:
   d = config.data
   if not d.path:
     raise DataError("data.name=text needs a file or directory: set --config.data.path=PATH")
+  if d.label_field and wants_labels(config):
+    return labeled.load(config, f"text:{d.path}", tokenizer_path(d))
   folder = _prepare(d, builders.default_data_dir(d.data_dir))
   dataset = open_prepared(f"text:{d.path}", folder, ("train", "validation"), tokenizer_path(d))
   if d.text_segments:
@@ -42,14 +54,22 @@ def _prepare(d, data_dir: str) -> str:
     raise DataError(f"data path {d.path!r} does not exist; set --config.data.path to a text, .jsonl or .parquet "
                     "file or a folder of them")
   path = os.path.realpath(d.path)
-  texts = corpus.Corpus(path, d.text_field, binary=d.tokenizer == "byte")
+  read = lambda p: corpus.Corpus(p, d.text_field, binary=d.tokenizer == "byte", decode_errors=d.decode_errors)
+  texts = read(path)
   tokenizer_file = tokenizer_path(d)
   spec = dict(path=path, fingerprint=corpus.fingerprint(texts.files), tokenizer=d.tokenizer,
               tokenizer_digest=tokenizer_file and tokenizers.digest(tokenizer_file), text_field=texts.text_field,
               val_fraction=d.val_fraction, format=TEXT_FORMAT)
+  corpora = {None: texts}
+  if d.val_path:  # A held-out path validates whole: its identity replaces the fraction's.
+    corpora = {"train": texts, "validation": read(os.path.realpath(d.val_path))}
+    spec.update(val_fraction=None, val_path=corpora["validation"].path,
+                val_fingerprint=corpus.fingerprint(corpora["validation"].files))
+  if d.decode_errors != "strict":
+    spec["decode_errors"] = d.decode_errors  # Only where it changes the ids: earlier folders keep their names.
   folder = builders.folder_name("text", data_dir, spec)
   prepare.ensure(lambda: os.path.isdir(folder), lambda: prepare.text(
-      folder, {None: texts}, d.tokenizer, val_fraction=d.val_fraction, tokenizer_path=tokenizer_file), folder)
+      folder, corpora, d.tokenizer, val_fraction=d.val_fraction, tokenizer_path=tokenizer_file), folder)
   return folder
 
 

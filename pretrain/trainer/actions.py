@@ -135,12 +135,12 @@ class Evaluate(Periodic):
       out = self.run.evaluate(self.eval_fn, state, stop=self.stop, dataset=dataset)
       if out is None:
         return False
+      if step != self.last_step:  # The confusion matrix is the final evaluation's.
+        out = {k: v for k, v in out.items() if k not in ("confusion", "labels")}
       self.run.writer.write(step, name, out)
-      extra = metrics.describe_references(out)
-      extra += f" | accuracy {out['accuracy']:.4f}" if "accuracy" in out else ""
       label = "val" if name == "val" else f"{name} (eval.extra)"
       self.run.writer.console(f"step {step:>6} | {label} loss {out['loss']:.4f} ± {out['loss_sem']:.4f} | "
-                              f"{out['bits_per_token']:.4f} bits/token{extra}")
+                              f"{out['bits_per_token']:.4f} bits/token{metrics.describe_eval(out)}")
       if name == "val":
         self.final = out
     return True

@@ -17,7 +17,7 @@ from pretrain.errors import ConfigError, PretrainError
 
 def summarize_eval(per_batch: list[dict]) -> dict:
   """Host-side division of the eval sums: mean nats/token, bits/token, perplexity and the standard
-  error of the mean over eval batches."""
+  error of the mean over eval batches; sums with a shape are added over batches for the objective's summarize."""
   loss_sum = sum(float(b["loss_sum"]) for b in per_batch)
   count = sum(float(b["count"]) for b in per_batch)
   loss = loss_sum / max(count, 1.0)
@@ -27,6 +27,9 @@ def summarize_eval(per_batch: list[dict]) -> dict:
   out = {"loss": loss, "loss_sem": sem, "bits_per_token": loss / math.log(2), "bits_per_token_sem": sem / math.log(2),
          "perplexity": perplexity, "perplexity_sem": perplexity * sem,  # Delta method: d exp(x) = exp(x) dx.
          "count": count}
+  for key, value in per_batch[0].items():  # Sums with a shape (a confusion matrix) are added as they are.
+    if np.ndim(value) >= 1:
+      out[key] = np.sum([np.asarray(b[key]) for b in per_batch], axis=0)
   if "correct" in per_batch[0]:
     out["accuracy"] = sum(float(b["correct"]) for b in per_batch) / max(count, 1.0)
   if "images" in per_batch[0]:  # Image likelihoods: count is sub-pixels, so bits/token is bits/dim.
@@ -35,12 +38,30 @@ def summarize_eval(per_batch: list[dict]) -> dict:
   return out
 
 
-def describe_references(out: dict) -> str:
-  """The console's summary of next_token's reference scores, e.g. ' | entropy 0.9950 (+0.0418) | best 1.0211 (+0.0157)'."""
+def describe_eval(out: dict) -> str:
+  """The console's summary of an evaluation's fields beyond the loss: next_token's reference scores, e.g.
+  ' | entropy 0.9950 (+0.0418) | best 1.0211 (+0.0157)'; classification's accuracy, F1 per label name and the
+  confusion matrix where the row has one."""
   parts = [(f" | {name} {out[reference]:.4f} (+{out[gap]:.4f})") for name, reference, gap in (
       ("entropy", "entropy_bits_per_token", "bits_above_entropy"), ("best", "best_bits_per_token", "bits_above_best"))
       if reference in out]
+  if "accuracy" in out:
+    parts.append(f" | accuracy {out['accuracy']:.4f}")
+  if "macro_f1" in out:
+    per_class = [f"{k[3:]} {v:.3f}" for k, v in out.items() if k.startswith("f1/")]
+    parts.append(f" | macro-F1 {out['macro_f1']:.4f}" + (f" ({', '.join(per_class)})" if len(per_class) <= 10 else ""))
+  if "confusion" in out:
+    parts.append("\n" + confusion_table(out["confusion"], out["labels"]))
   return "".join(parts)
+
+
+def confusion_table(confusion, labels) -> str:
+  """A confusion matrix as aligned text: a row per true label, a column per predicted one."""
+  width = max(len(str(v)) for row in confusion for v in row)
+  width = max(width, *(len(n) for n in labels))
+  head = " " * width + " | " + " ".join(n.rjust(width) for n in labels) + "   (rows: true label, columns: predicted)"
+  rows = [n.rjust(width) + " | " + " ".join(str(v).rjust(width) for v in row) for n, row in zip(labels, confusion)]
+  return "\n".join([head, *rows])
 
 
 def _summary_writer_class():
@@ -130,6 +151,11 @@ class MetricWriter:
     scalars = {f"{split}/{k}": v for k, v in row.items() if k not in ("step", "split") and isinstance(v, (int, float))}
     for tag, v in scalars.items():
       self._tb.add_scalar(tag, v, step)
+    if "confusion" in row:  # TensorBoard's text tab renders it as a table.
+      labels = row["labels"]
+      table = ["| true \\ predicted | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+      table += [f"| {n} | " + " | ".join(map(str, r)) + " |" for n, r in zip(labels, row["confusion"])]
+      self._tb.add_text(f"{split}/confusion", "\n".join(table), step)
     if self._wandb is not None:
       self._wandb.log(step, scalars)
     if self.remote and time.monotonic() - self._flushed > self.FLUSH_SECONDS:
