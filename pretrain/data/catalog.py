@@ -1,6 +1,7 @@
 """TFDS catalog datasets (any data.name that is no source module), prepared as array_record, failing fast
 when they cannot be had offline. Image datasets are read as images; text datasets are tokenized into stored
-shards like your own text, or, with a label feature and objective=classification, read as padded rows.
+shards like your own text, or, with a label feature and objective=classification, prepared as labeled records
+like your labeled files (labeled.py).
 
 Offline, TFDS retries a download for minutes before giving up; here an unreachable download host (or an
 empty manual_dir) stops the run within seconds with a message that says how to provide the raw files.
@@ -9,10 +10,9 @@ import os
 import socket
 import urllib.parse
 
-import numpy as np
 import tensorflow_datasets as tfds
 
-from pretrain.data import Dataset, builders, corpus, images, prepare, text, tokenizers, wants_labels
+from pretrain.data import Dataset, builders, corpus, images, labeled, prepare, text, tokenizers, wants_labels
 from pretrain.errors import DataError
 
 _PROBE_TIMEOUT_S = 3.0
@@ -84,7 +84,9 @@ def load(config) -> Dataset:
   corpora = {s: corpus.TFDSCorpus(r, f"TFDS {d.name} {s}", field, binary=d.tokenizer == "byte")
              for s, r in zip(names, rows)}
   if wants_labels(config) and "label" in features:
-    return _labeled_texts(d, corpora, features["label"].num_classes, config.model.context, tokenizer_file)
+    spec = dict(catalog=d.name, version=str(builder.info.version), data_dir=str(builder.data_dir), splits=names)
+    corpora = dict(zip(("train", "validation"), corpora.values()))
+    return labeled.prepared(d.name, spec, corpora, "label", config, tokenizer_file, names=features["label"].names)
   spec = dict(catalog=d.name, version=str(builder.info.version), data_dir=str(builder.data_dir), splits=names,
               text_field=field, tokenizer=d.tokenizer,
               tokenizer_digest=tokenizer_file and tokenizers.digest(tokenizer_file), format=text.TEXT_FORMAT)
@@ -92,29 +94,3 @@ def load(config) -> Dataset:
   prepare.ensure(lambda: os.path.isdir(folder),
                  lambda: prepare.text(folder, corpora, d.tokenizer, tokenizer_path=tokenizer_file), folder)
   return text.open_prepared(d.name, folder, names, tokenizer_file)
-
-
-def _labeled_texts(d, corpora: dict, num_classes, context, tokenizer_file) -> Dataset:
-  """One row of length + 1 per text: its first `length` tokens (length: the longest text, at most the
-  context), then padding that token_mask marks 0. The extra column keeps the layout of next-token rows,
-  whose inputs are all columns but the last. Texts are tokenized when a batch reads them; one pass at load
-  finds the character vocabulary and the longest text."""
-  corpora = list(corpora.values())
-  chars = None
-  if d.tokenizer == "char":
-    chars = tokenizers.char_vocabulary(piece for c in corpora for piece, _ in c.pieces())
-  tok = tokenizers.make(d.tokenizer, chars=chars, path=tokenizer_file)
-
-  def encode(piece):
-    return np.frombuffer(piece, np.uint8) if tok.binary else tok.encode(piece)
-  length = min(context, max(len(encode(piece)) for c in corpora for piece, _ in c.pieces()))
-
-  def pad(batch):
-    tokens = np.zeros((len(batch["label"]), length + 1), np.int32)
-    token_mask = np.zeros(tokens.shape, np.float32)
-    for i, piece in enumerate(batch[corpora[0].text_field]):
-      ids = encode(corpora[0].text_of(piece, d.name))[:length]
-      tokens[i, :len(ids)], token_mask[i, :len(ids)] = ids, 1
-    return {"tokens": tokens, "token_mask": token_mask, "label": batch["label"]}
-  splits = [c.records.mapped(pad) for c in corpora]
-  return Dataset(d.name, *splits, vocab_size=tok.vocab_size, num_classes=num_classes, tokenizer=tok)

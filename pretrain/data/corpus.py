@@ -285,19 +285,29 @@ class Corpus:
 class TFDSCorpus(Corpus):
   """One split of a TFDS dataset (a pretrain.data Records of its rows), one document per example."""
 
-  def __init__(self, records, name: str, text_field: str = "text", binary: bool = False):
+  def __init__(self, rows, name: str, text_field: str = "text", binary: bool = False):
     self.path, self.text_field, self.binary, self.errors = name, text_field, binary, "strict"
-    self.records, self.files, self.single_document = records, [], False
-    self.total_bytes, self.bytes_done = len(records), 0  # Progress counts examples here.
+    self.rows, self.files, self.single_document = rows, [], False
+    self.total_bytes, self.bytes_done = len(rows), 0  # Progress counts examples here.
+
+  def _batches(self):
+    for start in range(0, len(self.rows), _PARQUET_ROWS):
+      stop = min(start + _PARQUET_ROWS, len(self.rows))
+      yield start, self.rows.read(np.arange(start, stop))
+      self.bytes_done = stop
 
   def pieces(self):
-    for start in range(0, len(self.records), _PARQUET_ROWS):
-      stop = min(start + _PARQUET_ROWS, len(self.records))
-      for value in self.records.read(np.arange(start, stop))[self.text_field]:
+    for _, batch in self._batches():
+      for value in batch[self.text_field]:
         text = self.text_of(value, f"{self.path} example")
         if text:
           yield text, True
-      self.bytes_done = stop
+
+  def records(self, label_field: str):
+    for start, batch in self._batches():
+      for i, (value, label) in enumerate(zip(batch[self.text_field], batch[label_field])):
+        where = f"{self.path} example {start + i}"
+        yield self.text_of(value, where), int(label), where
 
 
 def _numbered_lines(path, raw):

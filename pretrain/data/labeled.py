@@ -1,4 +1,5 @@
-"""Your labeled texts (data.name=text with data.label_field, objective=classification): one example per record.
+"""Labeled texts for objective=classification, one example per record: your files (data.name=text with
+data.label_field) and TFDS catalog texts with a label feature (catalog.py).
 
 Records come from JSON lines, CSV/TSV or Parquet (the text in data.text_field, the label in data.label_field),
 or from a folder whose subfolders are the classes (data.label_field=subfolder: each file one text, labeled
@@ -25,18 +26,27 @@ _BATCH = 256  # Texts per tokenizer call.
 
 
 def load(config, name: str, tokenizer_file: str | None) -> Dataset:
+  """Your files' records (data.path, data.val_path)."""
   d = config.data
   binary = d.tokenizer == "byte"
   corpora = {"train": corpus.Corpus(os.path.realpath(d.path), d.text_field, binary, d.decode_errors)}
   if d.val_path:
     corpora["validation"] = corpus.Corpus(os.path.realpath(d.val_path), d.text_field, binary, d.decode_errors)
-  spec = dict({s: (c.path, corpus.fingerprint(c.files)) for s, c in corpora.items()}, text_field=d.text_field,
-              label_field=d.label_field, tokenizer=d.tokenizer, decode_errors=d.decode_errors,
-              tokenizer_digest=tokenizer_file and tokenizers.digest(tokenizer_file), format=FORMAT,
-              val=None if d.val_path else (d.val_fraction, d.split_seed))
+  spec = dict({s: (c.path, corpus.fingerprint(c.files)) for s, c in corpora.items()}, label_field=d.label_field,
+              decode_errors=d.decode_errors, val=None if d.val_path else (d.val_fraction, d.split_seed))
+  return prepared(name, spec, corpora, d.label_field, config, tokenizer_file)
+
+
+def prepared(name: str, spec: dict, corpora: dict, label_field: str, config, tokenizer_file, names=None) -> Dataset:
+  """The dataset of `corpora`'s labeled records ({"train": ...} or also {"validation": ...}), prepared once into a
+  folder named by `spec` (what defines the records) and the tokenizer. `names`: the labels' names when the records'
+  labels are already ids (a TFDS ClassLabel's); otherwise the labels found are sorted into ids."""
+  d = config.data
+  spec = dict(spec, text_field=d.text_field, tokenizer=d.tokenizer, format=FORMAT,
+              tokenizer_digest=tokenizer_file and tokenizers.digest(tokenizer_file))
   folder = builders.folder_name("labeled", builders.default_data_dir(d.data_dir), spec)
   prepare.ensure(lambda: os.path.isdir(folder), lambda: prepare.atomically(folder, lambda tmp: _prepare(
-      tmp, corpora, d, tokenizer_file)), folder)
+      tmp, corpora, label_field, d, tokenizer_file, names)), folder)
   return _open(name, folder, config.model.context, tokenizer_file)
 
 
@@ -59,12 +69,12 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> np.n
   return val
 
 
-def _scan(corpora: dict, d, chars: set | None):
+def _scan(corpora: dict, label_field: str, d, chars: set | None):
   """Pass 1: each record's label (codes in first-seen order, per split) and the names; the characters too."""
   codes, names = {}, {}
   for split, texts in corpora.items():
     codes[split] = []
-    for text, label, where in texts.records(d.label_field):
+    for text, label, where in texts.records(label_field):
       if not text or not text.strip():
         raise DataError(f"{where} has an empty text in {d.text_field!r}; fill or remove that record")
       codes[split].append(names.setdefault(str(label), len(names)))
@@ -76,14 +86,17 @@ def _scan(corpora: dict, d, chars: set | None):
   return codes, names
 
 
-def _prepare(tmp: str, corpora: dict, d, tokenizer_file) -> None:
+def _prepare(tmp: str, corpora: dict, label_field: str, d, tokenizer_file, names=None) -> None:
   chars = set() if d.tokenizer == "char" else None
-  codes, first_seen = _scan(corpora, d, chars)
-  names = label_order(first_seen)
-  if len(names) < 2:
-    raise DataError(f"the labels in {d.label_field!r} of {d.path} have one class ({names[0]!r}); a classifier needs "
-                    "two or more: check --config.data.label_field and the files")
-  to_id = np.array([names.index(n) for n in first_seen], np.int32)
+  codes, first_seen = _scan(corpora, label_field, d, chars)
+  if names is None:
+    names = label_order(first_seen)
+    if len(names) < 2:
+      raise DataError(f"the labels in {label_field!r} of {d.path} have one class ({names[0]!r}); a classifier needs "
+                      "two or more: check --config.data.label_field and the files")
+    to_id = np.array([names.index(n) for n in first_seen], np.int32)
+  else:  # The labels are ids already.
+    to_id = np.array([int(n) for n in first_seen], np.int32)
   labels = {split: to_id[np.asarray(c, np.int64)] for split, c in codes.items()}
   if "validation" in corpora:
     sources = {"train": ("train", None), "validation": ("validation", None)}
@@ -102,15 +115,16 @@ def _prepare(tmp: str, corpora: dict, d, tokenizer_file) -> None:
   infos, longest = [], 0
   for split, (read, keep) in sources.items():
     writer = store.RecordWriter(os.path.join(tmp, f"records-{split}"), features)
-    for ids, label in _encoded(corpora[read], d.label_field, tok, to_id[np.asarray(codes[read], np.int64)], keep):
+    for ids, label in _encoded(corpora[read], label_field, tok, to_id[np.asarray(codes[read], np.int64)], keep):
       writer.write({"tokens": ids.astype(tok.dtype), "label": label})
       longest = max(longest, len(ids))
     infos.append(writer.finish(tmp, split))
     np.save(os.path.join(tmp, f"labels-{split}.npy"), labels[split])
   metadata = dict(tokenizer=tok.kind, vocab=tok.describe().get("characters"), vocab_size=tok.vocab_size,
-                  end_of_text=tok.end_of_text, label_names=names, longest=longest,
+                  end_of_text=tok.end_of_text, label_names=list(names), longest=longest,
                   records={s: int(len(v)) for s, v in labels.items()})
-  store.write_metadata(tmp, features, infos, metadata, f"labeled texts of {d.path}, {tok.kind} tokens")
+  store.write_metadata(tmp, features, infos, metadata,
+                       f"labeled texts of {' + '.join(c.path for c in corpora.values())}, {tok.kind} tokens")
 
 
 def _encoded(texts, label_field, tok, label_ids, keep):
