@@ -199,3 +199,23 @@ def test_sweep_table_is_mean_and_sample_std_per_budget_and_mode():
   lines = finetune_sweep.table(results, [8], ["scratch", "full"]).splitlines()
   assert lines[0] == "| labels per class | scratch accuracy | full accuracy | scratch NLL | full NLL |"
   assert lines[2] == "| 8 | 0.600 ± 0.141 | 0.900 ± 0.000 | 1.500 ± 0.707 | 0.200 ± 0.141 |"
+
+
+def test_sweep_headline_finds_the_fewest_labels_matching_scratch_on_all():
+  from launch import finetune_sweep
+  scratch_all = [{"accuracy": 0.90, "macro_f1": 0.88, "loss": 0.3}] * 2
+  results = {("scratch", 0): scratch_all,
+             ("scratch", 4): [{"accuracy": 0.6, "macro_f1": 0.5, "loss": 1.0}] * 2,
+             ("full", 4): [{"accuracy": 0.85, "macro_f1": 0.80, "loss": 0.5}] * 2,
+             ("full", 16): [{"accuracy": 0.91, "macro_f1": 0.87, "loss": 0.4}] * 2,
+             ("scratch", 16): [{"accuracy": 0.7, "macro_f1": 0.6, "loss": 0.8}] * 2,
+             ("full", 0): [{"accuracy": 0.95, "macro_f1": 0.94, "loss": 0.2}] * 2}
+  budgets, modes = [4, 16, 0], ["scratch", "full"]
+  lines = finetune_sweep.table(results, budgets, modes).splitlines()
+  assert lines[0].startswith("| labels per class | scratch accuracy | full accuracy | scratch macro-F1 |")
+  assert lines[-1].startswith("| all | 0.900 ± 0.000 | 0.950 ± 0.000 |")
+  accuracy = finetune_sweep.matches_scratch(results, budgets, modes, all_labels=3200, num_classes=2)
+  assert accuracy == ["- full: 16 labels per class (32 labels) match scratch's accuracy on all 3,200 labels (0.900): "
+                      "100x fewer labels."]
+  f1 = finetune_sweep.matches_scratch(results, budgets, modes, 3200, 2, key="macro_f1")
+  assert f1[0].startswith("- full: no budget below all labels reaches scratch's macro_f1")

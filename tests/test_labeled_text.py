@@ -118,15 +118,18 @@ def test_stratified_seeded_validation_and_labels_per_class(mails):
 
 
 def test_next_token_reads_the_same_records_as_documents(mails):
-  pretraining = tiny_config(**{"data.name": "text", "data.path": mails["train"]["csv"], "data.tokenizer": "byte",
-                               "data.val_path": mails["val"]["csv"], "data.label_field": "label"})
-  ds = data.load(pretraining)
+  pretraining = {"data.name": "text", "data.path": mails["train"]["csv"], "data.tokenizer": "byte",
+                 "data.val_path": mails["val"]["csv"], "data.label_field": "label"}
+  ds = data.load(tiny_config(**pretraining))
   assert isinstance(ds.train, data.TokenStream) and ds.num_classes == 0
   texts = mails["records"]["val"]
   assert len(ds.val) == sum(len(t.encode()) + 1 for t, _ in texts)  # Each document and its end-of-text, whole.
   assert ds.decode(ds.val.tokens[:len(texts[0][0].encode())]) == texts[0][0]
   # A fine-tuning run on the labeled form reads the same ids: the vocabularies agree.
-  assert data.load(labeled(mails["train"]["csv"])).vocabulary == ds.vocabulary
+  assert data.load(labeled(mails["train"]["csv"], **{"data.val_path": mails["val"]["csv"]})).vocabulary == ds.vocabulary
+  chars = {"data.tokenizer": "char", "data.val_path": mails["val"]["csv"]}
+  assert (data.load(labeled(mails["train"]["csv"], **chars)).vocabulary
+          == data.load(tiny_config(**{**pretraining, **chars})).vocabulary)
 
 
 def test_text_that_is_not_utf8(tmp_path):

@@ -13,6 +13,7 @@ stratified data.val_fraction of each class's records does. An example's row is i
 min(model.context, longest text) tokens, padded; token_mask marks the real ones, so the classifier's pooling
 reads only those. The same files with objective=next_token are a corpus of documents (text.py).
 """
+import array
 import os
 
 import numpy as np
@@ -73,13 +74,13 @@ def _scan(corpora: dict, label_field: str, d, chars: set | None):
   """Pass 1: each record's label (codes in first-seen order, per split) and the names; the characters too."""
   codes, names = {}, {}
   for split, texts in corpora.items():
-    codes[split] = []
+    codes[split] = array.array("i")  # 4 bytes a record, as the labels kept beside the prepared records.
     for text, label, where in texts.records(label_field):
       if not text or not text.strip():
         raise DataError(f"{where} has an empty text in {d.text_field!r}; fill or remove that record")
       codes[split].append(names.setdefault(str(label), len(names)))
       if chars is not None:
-        chars.update(text)
+        chars.update(text)  # Sorted by code point below, as tokenizers.char_vocabulary sorts a stream's.
     if not codes[split]:
       raise DataError(f"{texts.path} holds no records; point --config.data.{'path' if split == 'train' else 'val_path'} "
                       "at labeled text")

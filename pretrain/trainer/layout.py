@@ -1,7 +1,7 @@
 """Every path inside a run directory, in one place.
 
   DIR/config.json       the config the run trained with (configlib.to_json; read back through run_dir.saved_config)
-  DIR/dataset.json      what its data was: name, vocabulary size, classes, what the token ids mean
+  DIR/dataset.json      what its data was: name, vocabulary size, classes and their names, what the token ids mean
   DIR/run.json          the ledger: command, code, packages, hardware, status, wall time, final metrics
   DIR/metrics.jsonl     one JSON line per log, evaluation and event
   DIR/tensorboard/      TensorBoard events (and profiler traces under plugins/profile)
