@@ -60,11 +60,15 @@ class RecordWriter:
     return self.shards
 
   def finish(self, folder: str, split: str) -> tfds.core.SplitInfo:
-    """Closes the shards and names them as TFDS names split `split`'s files in `folder`."""
-    parts = self.close()
-    for i, (path, _, _) in enumerate(parts):
-      os.replace(path, os.path.join(folder, f"{NAME}-{split}.array_record-{i:05d}-of-{len(parts):05d}"))
-    return tfds.core.SplitInfo(name=split, shard_lengths=[r for _, r, _ in parts], num_bytes=sum(b for _, _, b in parts))
+    """Closes the shards and makes them split `split` of the TFDS dataset in `folder`."""
+    return name_split(folder, split, self.close())
+
+
+def name_split(folder: str, split: str, parts) -> tfds.core.SplitInfo:
+  """Moves written shards [(path, records, bytes)] to the files TFDS reads as split `split` in `folder`."""
+  for i, (path, _, _) in enumerate(parts):
+    os.replace(path, os.path.join(folder, f"{NAME}-{split}.array_record-{i:05d}-of-{len(parts):05d}"))
+  return tfds.core.SplitInfo(name=split, shard_lengths=[r for _, r, _ in parts], num_bytes=sum(b for _, _, b in parts))
 
 
 class ShardWriter:
@@ -195,12 +199,7 @@ def carve(folder: str, stream: ShardWriter, splits: dict[str, tuple[int, int]]) 
     for a in range(pos, stop, 1 << 22):  # Bounded pieces: a split may be most of the corpus.
       copy.write(reader[a:min(a + (1 << 22), stop)])
     plans[name] = moved + copy.close()
-  infos = []
-  for name, parts in plans.items():
-    for i, (path, _, _) in enumerate(parts):
-      os.replace(path, os.path.join(folder, f"{NAME}-{name}.array_record-{i:05d}-of-{len(parts):05d}"))
-    infos.append(tfds.core.SplitInfo(name=name, shard_lengths=[r for _, r, _ in parts],
-                                     num_bytes=sum(b for _, _, b in parts)))
+  infos = [name_split(folder, name, parts) for name, parts in plans.items()]
   for path, _, _ in shards:
     if os.path.exists(path):
       os.remove(path)
