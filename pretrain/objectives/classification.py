@@ -44,12 +44,13 @@ def loss(model, variables, batch, *, train, rng):
   w_B = batch["mask"]
   predicted_B = jnp.argmax(logits_BxC, axis=-1)
   hit_B = (predicted_B == batch["label"]).astype(jnp.float32)
-  C = logits_BxC.shape[-1]
-  # Rows: the true label; columns: the predicted one.
-  truth_BxC = jax.nn.one_hot(batch["label"], C) * w_B[:, None]
-  confusion_CxC = jnp.einsum("bi,bj->ij", truth_BxC, jax.nn.one_hot(predicted_B, C))
-  return {"loss_sum": jnp.sum(nll_B * w_B), "count": jnp.sum(w_B), "correct": jnp.sum(hit_B * w_B),
-          "confusion": confusion_CxC}, model_state
+  sums = {"loss_sum": jnp.sum(nll_B * w_B), "count": jnp.sum(w_B), "correct": jnp.sum(hit_B * w_B)}
+  if not train:  # Evaluation only: a train step would add and reduce a C x C matrix nobody reads.
+    C = logits_BxC.shape[-1]
+    # Rows: the true label; columns: the predicted one.
+    truth_BxC = jax.nn.one_hot(batch["label"], C) * w_B[:, None]
+    sums["confusion"] = jnp.einsum("bi,bj->ij", truth_BxC, jax.nn.one_hot(predicted_B, C))
+  return sums, model_state
 
 
 def f1_scores(confusion_CxC) -> np.ndarray:
