@@ -29,13 +29,17 @@ def _model(family, position="learned"):
   tokens_1xT = jnp.zeros((1, 32), jnp.int32)
   if family == "lstm":
     model = lstm.LSTM(V, 32, 2)
+  elif position == "llama":  # Grouped-query attention: the cache holds the 2 key/value heads of 4.
+    model = gpt.GPT(GPTConfig(vocab_size=V, context=32, num_layers=2, num_heads=4, num_kv_heads=2, width=32,
+                              mlp_width=48, norm="rmsnorm", activation="swiglu", position="rope", rope_theta=500.0,
+                              qkv_bias=True, tie_embeddings=False))
   else:
     model = gpt.GPT(GPTConfig(vocab_size=V, context=32, num_layers=2, num_heads=2, width=32, bias=True,
                               position=position))
   return model, _noisy(model.init(jax.random.key(0), tokens_1xT)["params"], 1.0 if family == "lstm" else 0.3)
 
 
-MODELS = ("gpt-learned", "gpt-rope", "lstm")
+MODELS = ("gpt-learned", "gpt-rope", "gpt-llama", "lstm")
 
 
 def _steps(model, params, family, total):
@@ -129,7 +133,7 @@ def test_greedy_equals_transformers_generate(tmp_path):
   config = hf.import_hf(str(tmp_path / "hf"), str(tmp_path / "w"))
   _, params, _ = hf.restore(str(tmp_path / "w"))
   prompts = [[3, 14, 15, 9, 2], [26], [53, 58, 9]]
-  ours = sample.generate(hf._gpt(config), params, prompts, max_new_tokens=24, temperature=0).tokens
+  ours = sample.generate(hf.model_of(config), params, prompts, max_new_tokens=24, temperature=0).tokens
   for prompt, row in zip(prompts, ours):
     with torch.no_grad():
       want = theirs.generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False, pad_token_id=0)

@@ -1,8 +1,13 @@
-"""GPT decoder (GPT-2 layout, nanoGPT defaults) in flax.linen.
+"""GPT decoder (GPT-2 layout, nanoGPT defaults) in flax.linen, with the options that make it Llama-shaped.
 
 Parameter names follow GPT-2's (wte, wpe, h_i/{ln_1, attn/c_attn, attn/c_proj, ln_2, mlp/c_fc, mlp/c_proj},
-ln_f) so weights map one to one. Tensor names carry their shapes: B batch, T time, D width, H heads,
-Q head width, V vocabulary.
+ln_f) so weights map one to one. The Llama shape (Llama, Mistral, Qwen2; pretrain/hf/llama.py maps them) is
+norm=rmsnorm, activation=swiglu with its own mlp_width, num_kv_heads < num_heads (grouped-query attention),
+position=rope with rope_theta and rope_scaling, tie_embeddings=False, bias=False (qkv_bias for Qwen2).
+Fused layouts: c_attn's kernel is [D, (H + 2K) Q], the queries' H heads, then the keys' and values' K heads
+each; under swiglu c_fc's kernel is [D, 2F], the gate's F units, then the up projection's.
+Tensor names carry their shapes: B batch, T time, D width, H heads, K key/value heads, G = H / K query heads
+per key/value head, Q head width, F MLP width, V vocabulary.
 """
 import dataclasses
 import math
@@ -11,6 +16,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pretrain import models, tree
 from pretrain.errors import ConfigError
@@ -18,7 +24,10 @@ from pretrain.errors import ConfigError
 OBJECTIVES = ("next_token",)
 INPUTS = "tokens"
 POSITIONS = ("learned", "rope")
-ACTIVATIONS = ("gelu", "relu2")
+ACTIVATIONS = ("gelu", "relu2", "swiglu")
+NORMS = ("layernorm", "rmsnorm")
+NORM_POSITIONS = ("pre", "post")
+ROPE_SCALINGS = ("", "linear", "llama3")
 HEAD_INITS = ("normal", "zeros")
 REMAT = ("none", "full", "dots")
 
@@ -45,6 +54,22 @@ class GPTConfig:
   activation: str = "gelu"  # MLP nonlinearity: "gelu" or "relu2" (squared ReLU).
   head_init: str = "normal"  # Untied lm_head's init: "normal" (std 0.02) or "zeros".
   causal: bool = True  # False: every position attends to all others (the BERT encoder reuses these blocks).
+  num_kv_heads: int = 0  # Key/value heads, dividing num_heads (grouped-query attention); 0: num_heads.
+  mlp_width: int = 0  # MLP hidden units; 0: mlp_ratio * width.
+  norm: str = "layernorm"  # "layernorm" (GPT-2) or "rmsnorm" (Llama: a gain, no mean, no bias).
+  norm_position: str = "pre"  # "pre": x + f(norm(x)), then ln_f (GPT-2); "post": norm(x + f(x)) (BERT).
+  qkv_bias: bool = False  # Biases on the query, key and value projections even when bias=False (Qwen2).
+  rope_theta: float = 10000.0  # Rotary base.
+  rope_scaling: tuple = ()  # () or ("linear", factor) or ("llama3", factor, low_freq_factor, high_freq_factor,
+  # original context): rescaled rotary frequencies for contexts past the one pretrained on.
+
+  @property
+  def kv_heads(self) -> int:
+    return self.num_kv_heads or self.num_heads
+
+  @property
+  def hidden(self) -> int:
+    return self.mlp_width or self.mlp_ratio * self.width
 
 
 def gpt_config(config, dataset) -> GPTConfig:
@@ -53,6 +78,8 @@ def gpt_config(config, dataset) -> GPTConfig:
   if m.position == "rope" and (m.width // m.num_heads) % 2:
     raise ConfigError(f"model.position=rope rotates pairs of a head's {m.width // m.num_heads} dimensions; "
                       "choose model.width / model.num_heads even")
+  if m.num_kv_heads < 0 or (m.num_kv_heads and m.num_heads % m.num_kv_heads):
+    raise ConfigError(f"model.num_kv_heads={m.num_kv_heads} must divide model.num_heads={m.num_heads} (0: as many)")
   return GPTConfig(vocab_size=models.vocab_size(config, dataset), context=m.context, num_layers=m.num_layers,
                    num_heads=m.num_heads, width=m.width, mlp_ratio=m.mlp_ratio, dropout=m.dropout, bias=m.bias,
                    tie_embeddings=m.tie_embeddings, dtype=models.dtype("model.dtype", m.dtype),
@@ -62,7 +89,21 @@ def gpt_config(config, dataset) -> GPTConfig:
                    position=models.choice("model.position", m.position, POSITIONS),
                    gelu_approximate=m.gelu_approximate, layer_norm_eps=m.layer_norm_eps, qk_norm=bool(m.qk_norm),
                    activation=models.choice("model.activation", m.activation, ACTIVATIONS),
-                   head_init=models.choice("model.head_init", m.head_init, HEAD_INITS))
+                   head_init=models.choice("model.head_init", m.head_init, HEAD_INITS),
+                   num_kv_heads=m.num_kv_heads, mlp_width=m.mlp_width, norm=models.choice("model.norm", m.norm, NORMS),
+                   norm_position=models.choice("model.norm_position", m.norm_position, NORM_POSITIONS),
+                   qkv_bias=bool(m.qkv_bias), rope_theta=float(m.rope_theta), rope_scaling=_rope_scaling(m.rope_scaling))
+
+
+def _rope_scaling(r) -> tuple:
+  kind = models.choice("model.rope_scaling.type", r.type, ROPE_SCALINGS)
+  if kind and r.factor <= 0:
+    raise ConfigError(f"model.rope_scaling.factor={r.factor} must be > 0")
+  if kind == "llama3" and not r.high_freq_factor > r.low_freq_factor > 0:
+    raise ConfigError(f"model.rope_scaling: high_freq_factor={r.high_freq_factor} must exceed low_freq_factor="
+                      f"{r.low_freq_factor} > 0")
+  return {"": (), "linear": ("linear", float(r.factor))}.get(kind) or (
+      "llama3", float(r.factor), float(r.low_freq_factor), float(r.high_freq_factor), int(r.original_context))
 
 
 def _attention(name: str) -> str:
@@ -90,22 +131,45 @@ def max_length(config) -> int:
   return config.model.context
 
 
-def _dense(features, config, std, name):
-  return nn.Dense(features, use_bias=config.bias, dtype=config.dtype, param_dtype=config.param_dtype, name=name,
-                  kernel_init=nn.initializers.normal(std), bias_init=nn.initializers.zeros)
+def _dense(features, config, std, name, bias=None):
+  return nn.Dense(features, use_bias=config.bias if bias is None else bias, dtype=config.dtype,
+                  param_dtype=config.param_dtype, name=name, kernel_init=nn.initializers.normal(std),
+                  bias_init=nn.initializers.zeros)
 
 
 def _layer_norm(config, name):
+  if config.norm == "rmsnorm":
+    return nn.RMSNorm(epsilon=config.layer_norm_eps, dtype=config.dtype, param_dtype=config.param_dtype, name=name)
   return nn.LayerNorm(epsilon=config.layer_norm_eps, use_bias=config.bias, dtype=config.dtype, param_dtype=config.param_dtype,
                       name=name)
 
 
-def rotary(x_BxTxHxQ, positions_BxT=None, base: float = 10000.0):
+def rope_frequencies(Q: int, theta: float = 10000.0, scaling: tuple = ()) -> np.ndarray:
+  """The Q/2 rotary frequencies theta^(-2i/Q) (float32, computed as Transformers does), rescaled as `scaling`
+  says: "linear" divides them all by the factor; "llama3" divides the low ones (wavelengths past
+  original_context / low_freq_factor) by it, keeps the high ones (below original_context / high_freq_factor)
+  and interpolates between."""
+  inv_freq = (np.float32(1.0) / (np.float32(theta) ** (np.arange(0, Q, 2).astype(np.float32) / np.float32(Q))))
+  if not scaling:
+    return inv_freq
+  kind, factor, *rest = scaling
+  if kind == "linear":
+    return (inv_freq / np.float32(factor)).astype(np.float32)
+  low, high, original = rest
+  wavelength = 2 * math.pi / inv_freq
+  scaled = np.where(wavelength > original / low, inv_freq / factor, inv_freq)
+  smooth = (original / wavelength - low) / (high - low)
+  smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+  medium = ~(wavelength < original / high) & ~(wavelength > original / low)
+  return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def rotary(x_BxTxHxQ, positions_BxT=None, base: float = 10000.0, scaling: tuple = ()):
   """Rotary position embedding (RoFormer): each pair (x_i, x_{i+Q/2}) of a head turns by the angle
   t * base^(-2i/Q) at position t, so a query-key product depends on the offset between their positions only.
   positions_BxT: each token's position t; default 0..T-1 (a cache's later tokens and left-padded rows differ)."""
   T, Q = x_BxTxHxQ.shape[1], x_BxTxHxQ.shape[3]
-  inv_freq_F = base ** (-jnp.arange(0, Q, 2, dtype=jnp.float32) / Q)
+  inv_freq_F = jnp.asarray(rope_frequencies(Q, base, scaling))
   if positions_BxT is None:
     angle_BxTxF = (jnp.arange(T, dtype=jnp.float32)[:, None] * inv_freq_F[None])[None]
   else:
@@ -132,35 +196,41 @@ class CausalSelfAttention(nn.Module):
   def __call__(self, x_BxTxD, train: bool, positions_BxT=None, valid_BxT=None, decode: bool = False):
     c = self.config
     B, T, D = x_BxTxD.shape
-    H, Q = c.num_heads, D // c.num_heads
-    qkv_BxTx3xHxQ = _dense(3 * D, c, 0.02, "c_attn")(x_BxTxD).reshape(B, T, 3, H, Q)
-    q_BxTxHxQ, k_BxTxHxQ, v_BxTxHxQ = (qkv_BxTx3xHxQ[:, :, i] for i in range(3))
+    H, K, Q = c.num_heads, c.kv_heads, D // c.num_heads
+    G = H // K
+    qkv_BxTxN = _dense((H + 2 * K) * Q, c, 0.02, "c_attn", bias=c.bias or c.qkv_bias)(x_BxTxD)
+    q_BxTxHxQ = qkv_BxTxN[..., :H * Q].reshape(B, T, H, Q)
+    k_BxTxKxQ = qkv_BxTxN[..., H * Q:(H + K) * Q].reshape(B, T, K, Q)
+    v_BxTxKxQ = qkv_BxTxN[..., (H + K) * Q:].reshape(B, T, K, Q)
     if c.qk_norm:  # Bounds the attention logits, so a high learning rate cannot blow them up.
-      q_BxTxHxQ, k_BxTxHxQ = _rms_norm(q_BxTxHxQ), _rms_norm(k_BxTxHxQ)
+      q_BxTxHxQ, k_BxTxKxQ = _rms_norm(q_BxTxHxQ), _rms_norm(k_BxTxKxQ)
     if c.position == "rope":
-      q_BxTxHxQ, k_BxTxHxQ = rotary(q_BxTxHxQ, positions_BxT), rotary(k_BxTxHxQ, positions_BxT)
+      q_BxTxHxQ = rotary(q_BxTxHxQ, positions_BxT, c.rope_theta, c.rope_scaling)
+      k_BxTxKxQ = rotary(k_BxTxKxQ, positions_BxT, c.rope_theta, c.rope_scaling)
     valid_BxT = jnp.ones((B, T), bool) if valid_BxT is None and decode else valid_BxT
     if decode:
       # Heads before positions, so that both products below are batched matmuls over the cache as it lies:
-      # in [B, S, H, Q], XLA transposes the whole cache at every step.
-      cached_k = self.variable("cache", "key", jnp.zeros, (B, H, T, Q), k_BxTxHxQ.dtype)
-      cached_v = self.variable("cache", "value", jnp.zeros, (B, H, T, Q), v_BxTxHxQ.dtype)
+      # in [B, S, K, Q], XLA transposes the whole cache at every step. Only the K key/value heads are stored.
+      cached_k = self.variable("cache", "key", jnp.zeros, (B, K, T, Q), k_BxTxKxQ.dtype)
+      cached_v = self.variable("cache", "value", jnp.zeros, (B, K, T, Q), v_BxTxKxQ.dtype)
       cached_valid = self.variable("cache", "valid", jnp.zeros, (B, T), bool)
       index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
       i, S = index.value, cached_k.value.shape[2]
-      cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k_BxTxHxQ.transpose(0, 2, 1, 3), (0, 0, i, 0))
-      cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v_BxTxHxQ.transpose(0, 2, 1, 3), (0, 0, i, 0))
+      cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k_BxTxKxQ.transpose(0, 2, 1, 3), (0, 0, i, 0))
+      cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v_BxTxKxQ.transpose(0, 2, 1, 3), (0, 0, i, 0))
       cached_valid.value = jax.lax.dynamic_update_slice(cached_valid.value, valid_BxT, (0, i))
       index.value = i + T
       causal_TxS = jnp.arange(S)[None] <= (i + jnp.arange(T))[:, None]
       # Padding keys are masked out, so a left-padded row attends to what it would attend to alone.
-      mask_Bx1xTxS = causal_TxS[None, None] & cached_valid.value[:, None, None]
-      scores_BxHxTxS = jnp.einsum("bthq,bhsq->bhts", q_BxTxHxQ, cached_k.value) / math.sqrt(Q)
-      scores_BxHxTxS = jnp.where(mask_Bx1xTxS, scores_BxHxTxS.astype(jnp.float32), jnp.finfo(jnp.float32).min)
-      weights_BxHxTxS = jax.nn.softmax(scores_BxHxTxS, axis=-1).astype(c.dtype)
-      y_BxTxHxQ = jnp.einsum("bhts,bhsq->bthq", weights_BxHxTxS, cached_v.value)
+      mask_Bx1x1xTxS = causal_TxS[None, None, None] & cached_valid.value[:, None, None, None]
+      q_BxTxKxGxQ = q_BxTxHxQ.reshape(B, T, K, G, Q)  # Query head h reads key/value head h // G.
+      scores_BxKxGxTxS = jnp.einsum("btkgq,bksq->bkgts", q_BxTxKxGxQ, cached_k.value) / math.sqrt(Q)
+      scores_BxKxGxTxS = jnp.where(mask_Bx1x1xTxS, scores_BxKxGxTxS.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+      weights_BxKxGxTxS = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(c.dtype)
+      y_BxTxHxQ = jnp.einsum("bkgts,bksq->btkgq", weights_BxKxGxTxS, cached_v.value).reshape(B, T, H, Q)
     elif train and c.dropout > 0:
       # dot_product_attention has no dropout on the weights; write it out when it is needed.
+      k_BxTxHxQ, v_BxTxHxQ = jnp.repeat(k_BxTxKxQ, G, axis=2), jnp.repeat(v_BxTxKxQ, G, axis=2)
       scores_BxHxTxT = jnp.einsum("bthq,bshq->bhts", q_BxTxHxQ, k_BxTxHxQ) / math.sqrt(Q)
       if c.causal:
         causal_TxT = jnp.tril(jnp.ones((T, T), bool))
@@ -170,7 +240,7 @@ class CausalSelfAttention(nn.Module):
       y_BxTxHxQ = jnp.einsum("bhts,bshq->bthq", weights_BxHxTxT, v_BxTxHxQ)
     else:
       mask_Bx1x1xT = None if valid_BxT is None else valid_BxT[:, None, None]
-      y_BxTxHxQ = jax.nn.dot_product_attention(q_BxTxHxQ, k_BxTxHxQ, v_BxTxHxQ, mask=mask_Bx1x1xT, is_causal=c.causal,
+      y_BxTxHxQ = jax.nn.dot_product_attention(q_BxTxHxQ, k_BxTxKxQ, v_BxTxKxQ, mask=mask_Bx1x1xT, is_causal=c.causal,
                                                implementation=c.attention_implementation)
     std = 0.02 / math.sqrt(2 * c.num_layers)  # GPT-2: scale residual projections by depth.
     y_BxTxD = _dense(D, c, std, "c_proj")(y_BxTxHxQ.reshape(B, T, D))
@@ -183,11 +253,17 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x_BxTxD, train: bool):
     c = self.config
-    h = _dense(c.mlp_ratio * c.width, c, 0.02, "c_fc")(x_BxTxD)
-    # relu2 (squared ReLU, Primer): cheaper than GELU and trains faster in small GPTs.
-    h = jnp.square(nn.relu(h)) if c.activation == "relu2" else nn.gelu(h, approximate=c.gelu_approximate)
-    h = _dense(c.width, c, 0.02 / math.sqrt(2 * c.num_layers), "c_proj")(h)
-    return nn.Dropout(c.dropout)(h, deterministic=not train)
+    F = c.hidden
+    if c.activation == "swiglu":  # Llama: silu(x W_gate) * (x W_up), one matmul for both.
+      gate_BxTxF, up_BxTxF = jnp.split(_dense(2 * F, c, 0.02, "c_fc")(x_BxTxD), 2, axis=-1)
+      h_BxTxF = nn.silu(gate_BxTxF) * up_BxTxF
+    else:
+      h_BxTxF = _dense(F, c, 0.02, "c_fc")(x_BxTxD)
+      # relu2 (squared ReLU, Primer): cheaper than GELU and trains faster in small GPTs.
+      h_BxTxF = (jnp.square(nn.relu(h_BxTxF)) if c.activation == "relu2" else
+                 nn.gelu(h_BxTxF, approximate=c.gelu_approximate))
+    h_BxTxD = _dense(c.width, c, 0.02 / math.sqrt(2 * c.num_layers), "c_proj")(h_BxTxF)
+    return nn.Dropout(c.dropout)(h_BxTxD, deterministic=not train)
 
 
 class Block(nn.Module):
@@ -195,9 +271,14 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxTxD, train: bool, positions_BxT=None, valid_BxT=None, decode: bool = False):
-    attn = CausalSelfAttention(self.config, name="attn")
-    x_BxTxD = x_BxTxD + attn(_layer_norm(self.config, "ln_1")(x_BxTxD), train, positions_BxT, valid_BxT, decode)
-    return x_BxTxD + MLP(self.config, name="mlp")(_layer_norm(self.config, "ln_2")(x_BxTxD), train)
+    c = self.config
+    attn, mlp = CausalSelfAttention(c, name="attn"), MLP(c, name="mlp")
+    ln_1, ln_2 = _layer_norm(c, "ln_1"), _layer_norm(c, "ln_2")
+    if c.norm_position == "post":  # BERT: each residual sum is normalised.
+      x_BxTxD = ln_1(x_BxTxD + attn(x_BxTxD, train, positions_BxT, valid_BxT, decode))
+      return ln_2(x_BxTxD + mlp(x_BxTxD, train))
+    x_BxTxD = x_BxTxD + attn(ln_1(x_BxTxD), train, positions_BxT, valid_BxT, decode)
+    return x_BxTxD + mlp(ln_2(x_BxTxD), train)
 
 
 _REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
@@ -218,28 +299,36 @@ class GPT(nn.Module):
     self.drop = nn.Dropout(c.dropout)
     block = Block if c.remat == "none" else nn.remat(Block, static_argnums=(2,), policy=_REMAT_POLICIES[c.remat])
     self.h = [block(c, name=f"h_{i}") for i in range(c.num_layers)]
-    self.ln_f = _layer_norm(c, "ln_f")
+    if c.norm_position == "pre":  # Post-norm blocks end normalised already.
+      self.ln_f = _layer_norm(c, "ln_f")
     if not c.tie_embeddings:
       # A zero head starts at the uniform prediction, and its first updates come from the features alone.
       head_init = nn.initializers.zeros if c.head_init == "zeros" else nn.initializers.normal(0.02)
       self.lm_head = nn.Dense(c.vocab_size, use_bias=False, dtype=c.dtype, param_dtype=c.param_dtype,
                               kernel_init=head_init)
 
-  def features(self, tokens_BxT, train: bool = False, positions_BxT=None, valid_BxT=None, decode: bool = False):
+  def embed(self, tokens_BxT, positions_BxT=None, token_types_BxT=None):
+    """Token (and learned position) embeddings [B, T, D]; token types are BERT's (models/bert.py)."""
+    if token_types_BxT is not None:
+      raise ValueError("a GPT has no token type embeddings")
+    x_BxTxD = self.wte(tokens_BxT)
+    if self.config.position == "learned":
+      T = tokens_BxT.shape[1]
+      x_BxTxD = x_BxTxD + (self.wpe(jnp.arange(T))[None] if positions_BxT is None else self.wpe(positions_BxT))
+    return x_BxTxD
+
+  def features(self, tokens_BxT, train: bool = False, positions_BxT=None, valid_BxT=None, decode: bool = False,
+               token_types_BxT=None):
     """The final hidden states [B, T, D], after ln_f: what heads for other tasks read.
 
     Generation (pretrain/sample.py) passes positions_BxT (default 0..T-1), valid_BxT (False at padding, which
     no position attends to) and decode=True (attention reads and extends the "cache" collection)."""
-    T = tokens_BxT.shape[1]
-    x_BxTxD = self.wte(tokens_BxT)
-    if self.config.position == "learned":
-      x_BxTxD = x_BxTxD + (self.wpe(jnp.arange(T))[None] if positions_BxT is None else self.wpe(positions_BxT))
-    x_BxTxD = self.drop(x_BxTxD, deterministic=not train)
+    x_BxTxD = self.drop(self.embed(tokens_BxT, positions_BxT, token_types_BxT), deterministic=not train)
     generating = decode or positions_BxT is not None or valid_BxT is not None
     for block in self.h:
       # Training passes two arguments only: nn.remat holds `train` static and takes no static `decode`.
       x_BxTxD = block(x_BxTxD, train, positions_BxT, valid_BxT, decode) if generating else block(x_BxTxD, train)
-    return self.ln_f(x_BxTxD)
+    return self.ln_f(x_BxTxD) if self.config.norm_position == "pre" else x_BxTxD
 
   def __call__(self, tokens_BxT, train: bool = False, positions_BxT=None, valid_BxT=None, decode: bool = False):
     x_BxTxD = self.features(tokens_BxT, train, positions_BxT, valid_BxT, decode)
