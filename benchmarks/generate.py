@@ -60,7 +60,7 @@ def _models(context: int, directory: str):
   theirs.save_pretrained(directory)
   config = hf.import_hf(directory, os.path.join(directory, "ours"))
   _, params, _ = hf.restore(os.path.join(directory, "ours"))
-  return theirs, hf._gpt(config), jax.device_put(params)
+  return theirs, hf.model_of(config), jax.device_put(params)
 
 
 def _hf_tokens_per_s(model, batch: int, new_tokens: int) -> float:

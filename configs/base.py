@@ -83,6 +83,8 @@ def get_config(variant=None):
   c.model.num_heads = 4  # Attention heads; must divide width.
   c.model.width = 128  # Residual stream width (d_model); LSTM hidden size; PixelCNN channels.
   c.model.mlp_ratio = 4  # MLP hidden width = mlp_ratio * width.
+  c.model.mlp_width = 0  # GPT/BERT: MLP hidden units when not a multiple of width (Llama's intermediate_size); 0: mlp_ratio * width.
+  c.model.num_kv_heads = 0  # GPT: key/value heads (grouped-query attention; 1 is multi-query); must divide num_heads; 0: num_heads.
   c.model.context = 128  # Longest sequence the model sees (position embeddings).
   c.model.vocab_size = 0  # 0: take it from the dataset; larger values pad the vocabulary (e.g. 50304).
   c.model.dropout = 0.0  # Dropout on embeddings, attention weights and residual branches.
@@ -90,16 +92,32 @@ def get_config(variant=None):
   c.model.gelu_approximate = False  # GPT MLP: tanh-approximate GELU (GPT-2's "gelu_new") instead of the exact one.
   c.model.layer_norm_eps = 1e-5  # Epsilon of every LayerNorm (GPT-2: 1e-5).
   c.model.position = "learned"  # Where order comes from: "learned" embeddings added to the input (GPT-2, nanoGPT), or "rope" (rotary, on queries and keys; no wpe).
+  c.model.rope_theta = 10000.0  # position=rope: the rotary base (Llama 3: 500000, Qwen2: 1000000).
+  c.model.rope_scaling = ml_collections.ConfigDict()  # position=rope: rescaled frequencies for longer contexts.
+  c.model.rope_scaling.type = ""  # "" (none), "linear" (every frequency / factor) or "llama3" (Llama 3.1's).
+  c.model.rope_scaling.factor = 1.0  # How many times longer than original_context the context may be.
+  c.model.rope_scaling.low_freq_factor = 1.0  # llama3: wavelengths past original_context / this are divided by factor ...
+  c.model.rope_scaling.high_freq_factor = 4.0  # ... those under original_context / this are kept; between, interpolated.
+  c.model.rope_scaling.original_context = 8192  # llama3: the context the rotary frequencies were pretrained on.
+  c.model.norm = "layernorm"  # GPT/BERT: "layernorm" (GPT-2, BERT) or "rmsnorm" (Llama: a gain only, no mean subtracted).
+  c.model.norm_position = "pre"  # GPT/BERT: "pre" (norm before each block's branch, then ln_f; GPT-2) or "post" (norm after each residual sum; BERT).
+  c.model.qkv_bias = False  # GPT: biases on the query/key/value projection even with bias=False (Qwen2).
+  c.model.type_vocab_size = 0  # bert: token type (segment) embeddings (BERT: 2); 0: none.
+  c.model.mask_id = -1  # bert: the [MASK] token's id in the tokenizer (an imported BERT's); -1: one more id past the data's.
   c.model.tie_embeddings = True  # Output head shares the token embedding matrix.
   c.model.head_init = "normal"  # Untied head (tie_embeddings=False): "normal" (std 0.02) or "zeros" (starts at uniform predictions).
   c.model.qk_norm = False  # GPT/BERT: queries and keys scaled to unit RMS per head (bounded attention logits, higher stable lr).
-  c.model.activation = "gelu"  # GPT/BERT MLP: "gelu" (GPT-2) or "relu2" (squared ReLU, Primer / modded-nanogpt).
+  c.model.activation = "gelu"  # GPT/BERT MLP: "gelu" (GPT-2), "relu2" (squared ReLU, Primer / modded-nanogpt) or "swiglu" (Llama: silu(x W_gate) * x W_up).
   c.model.dtype = "float32"  # Compute dtype ("bfloat16" halves activation traffic); params stay float32.
   c.model.param_dtype = "float32"  # Parameter (and optimizer state) dtype.
   c.model.remat = "none"  # Recompute blocks in the backward pass to save memory: "none", "full", "dots".
   c.model.attention = "xla"  # jax.nn.dot_product_attention implementation: "xla" or "cudnn" (GPU only).
   c.model.stage_sizes = (3, 3, 3)  # resnet: residual blocks per stage (ResNet-20: (3, 3, 3); ResNet-18: (2, 2, 2, 2)).
   c.model.stage_widths = (16, 32, 64)  # resnet: channels per stage (ResNet-20: 16/32/64; ResNet-18: 64/128/256/512).
+  c.model.lora = ml_collections.ConfigDict()  # Low-rank adapters (LoRA): only they (and a new task head) train.
+  c.model.lora.rank = 0  # Rank r of each adapter A [in, r] B [r, out] beside a frozen kernel W: W + (alpha / r) A B; 0: no LoRA.
+  c.model.lora.alpha = 8.0  # The adapters' scale is alpha / rank.
+  c.model.lora.targets = ("attn/c_attn/kernel$", "attn/c_proj/kernel$")  # Regexes over 2-D kernel names that get adapters (default: the attention projections).
   c.model.head = ml_collections.ConfigDict()  # The task head objective="classification" puts on the features.
   c.model.head.num_classes = 0  # 0: the dataset's number of labels.
   c.model.head.pooling = "mean"  # Features [B, ..., D] -> [B, D]: "mean" over positions, or the "last" or "first" one.

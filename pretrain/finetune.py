@@ -20,6 +20,7 @@ import copy
 import jax
 import numpy as np
 
+from pretrain.models import lora
 from pretrain.trainer import checkpoint, layout, optim, run_dir
 from pretrain.trainer import train as trainer
 from pretrain.errors import CheckpointError, ConfigError
@@ -29,7 +30,7 @@ MODES = ("full", "linear_probe", "scratch")
 ARCHITECTURES = ("checkpoint", "config")
 BACKBONE = "backbone/"
 # model.* settings that belong to the run being trained, not to the pretrained architecture.
-_RUN_SETTINGS = ("head", "dropout", "dtype", "attention")
+_RUN_SETTINGS = ("head", "dropout", "dtype", "attention", "lora")
 
 
 def train(config, workdir: str) -> dict:
@@ -118,7 +119,7 @@ def plan(config, saved_config, checkpoint_tree: dict, model_tree: dict, pretrain
   [problem, ...]). Skipped without complaint: what init.dont_load names (by model name), the output layer
   the family uses only for pretraining (its `pretraining_only`), and a fine-tuned checkpoint's own task head
   (a new task gets a new head). A model entry under the backbone that the checkpoint does not fill is a
-  problem unless init.dont_load names it; entries outside the backbone (the head) start fresh.
+  problem unless init.dont_load names it; entries outside the backbone (the head) and LoRA adapters start fresh.
   """
   src, dst = _prefix(saved_config), _prefix(config)
   dont_load = Rules("init.dont_load", config.init.dont_load)
@@ -139,7 +140,7 @@ def plan(config, saved_config, checkpoint_tree: dict, model_tree: dict, pretrain
     else:
       mapping[target] = (collection, name)
   for key, leaf in model_flat.items():
-    if key[1].startswith(dst) and key not in mapping and not dont_load.matches(key[1]):
+    if key[1].startswith(dst) and key not in mapping and not dont_load.matches(key[1]) and not lora.is_adapter(key[1]):
       problems.append(f"missing {_show(key)} {tuple(leaf.shape)} (not in the checkpoint)")
   return {k: v for k, v in mapping.items() if v is not None}, problems
 

@@ -12,6 +12,7 @@ import torch  # torch and transformers come with the test extra (make test insta
 import transformers
 
 from pretrain import configlib, data, hf
+from pretrain.hf import check, gpt2
 from pretrain.trainer import run_dir
 from pretrain.errors import CheckpointError, ConfigError
 from tests.conftest import ROOT, run_main
@@ -77,7 +78,7 @@ def _torch_logits(model, tokens):
 
 def _our_logits(workdir, tokens):
   config, params, _ = hf.restore(workdir)
-  return np.asarray(jax.jit(hf._gpt(config).apply)({"params": params}, jnp.asarray(tokens)))
+  return check.our_logits(config, params, tokens)
 
 
 VARIANTS = {
@@ -100,8 +101,8 @@ def test_import_matches_pytorch_and_export_round_trips(tmp_path, variant):
   assert np.abs(theirs).max() > 3  # Far from uniform: the comparison below means something.
   assert np.abs(_our_logits(str(tmp_path / "w"), tokens) - theirs).max() <= 1e-4
   saved = run_dir.saved_config(str(tmp_path / "w"))
-  assert {k: saved.model[k] for k in hf.model_section({"model_type": "gpt2"})} == \
-      {k: config.model[k] for k in hf.model_section({"model_type": "gpt2"})}
+  assert {k: saved.model[k] for k in gpt2.model_section({"model_type": "gpt2"})} == \
+      {k: config.model[k] for k in gpt2.model_section({"model_type": "gpt2"})}
   assert saved.model.position == "learned"
   assert (saved.model.gelu_approximate, saved.model.tie_embeddings) == ((True, True) if variant == "gpt2" else (False, False))
   assert os.listdir(tmp_path / "w" / "checkpoints") == ["0"]
@@ -138,7 +139,7 @@ def test_export_of_a_gpt_without_biases(tmp_path):
                          tie_embeddings=False, gelu_approximate=False).items():
     config.model[key] = value
   tokens = np.random.default_rng(1).integers(0, 40, (2, 16))
-  model = hf._gpt(config)
+  model = hf.model_of(config)
   params = jax.jit(model.init)(jax.random.key(3), jnp.asarray(tokens))["params"]
   rng = np.random.default_rng(4)
   params = jax.tree_util.tree_map(lambda p: p + 0.3 * rng.standard_normal(p.shape, np.float32), params)
@@ -149,9 +150,9 @@ def test_export_of_a_gpt_without_biases(tmp_path):
   assert np.abs(_torch_logits(back, tokens) - ours).max() <= 1e-4
 
   config.model.position = "rope"  # GPT-2 has no rotary embeddings: say so rather than write a wrong model.
-  hf.write_workdir(config, jax.jit(hf._gpt(config).init)(jax.random.key(3), jnp.asarray(tokens))["params"],
+  hf.write_workdir(config, jax.jit(hf.model_of(config).init)(jax.random.key(3), jnp.asarray(tokens))["params"],
                    str(tmp_path / "rope"))
-  with pytest.raises(ConfigError, match="model.position='rope'"):
+  with pytest.raises(ConfigError, match="gpt2 needs model.position=learned"):
     hf.export_hf(str(tmp_path / "rope"), str(tmp_path / "hf_rope"))
 
 
@@ -166,7 +167,7 @@ def test_unsupported_architecture_and_shape_mismatch_list_everything(tmp_path):
   config_path.write_text(json.dumps({**good, "vocab_size": 70, "n_layer": 3}))  # The weights: 61 tokens, 2 layers.
   proc = run_main("import", "--hf-dir", tmp_path / "hf", "--workdir", tmp_path / "w", module="pretrain.hf", check=False)
   assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
-  assert proc.stderr.startswith("error: GPT-2 weights do not fit its config.json")
+  assert proc.stderr.startswith(f"error: the gpt2 weights in {tmp_path / 'hf'} do not fit its config.json")
   assert "wte.weight has shape [61, 48], config.json implies [70, 48]; h.2.ln_1.weight missing" in proc.stderr
   assert proc.stderr.strip().endswith("and 5 more")  # 1 + 12 problems, 8 of them named.
   assert not (tmp_path / "w" / "checkpoints").exists()

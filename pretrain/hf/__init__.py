@@ -1,50 +1,65 @@
-"""Hugging Face GPT-2 <-> this project's GPT, exactly and offline, through safetensors files on disk.
+"""Hugging Face models <-> run directories, exactly and offline, through safetensors files on disk.
 
   python -m pretrain.hf import --hf-dir D --workdir W [--config configs/NAME.py[:VARIANT] --config.a.b=value ...]
   python -m pretrain.hf export --workdir W --hf-dir D [--step N]
+  python -m pretrain.hf check --hf-dir D --workdir W [--step N]
 
-import reads a Transformers GPT-2 directory (config.json + model.safetensors) and writes W as pretraining
-writes a run directory: config.json and an Orbax checkpoint of the whole train state (step 0, fresh optimizer
-state), so W serves --config.init.workdir, pretrain.evaluate, pretrain.sample and resuming. The saved config
-is --config's (default configs/base.py) with the model section taken from GPT-2's config.json; tokenizer
-files in D are copied into W/tokenizer and become data.tokenizer=file. export writes the reverse, loadable by
-transformers.GPT2LMHeadModel.from_pretrained(D). Weights are read and written with safetensors only.
+import reads a Transformers directory (config.json + model.safetensors or a sharded index, float32, bfloat16 or
+float16) whose model_type one converter module here knows (gpt2.py: gpt2; llama.py: llama, mistral, qwen2;
+bert.py: bert), and writes W as pretraining writes a run directory: config.json and an Orbax checkpoint (step
+0), so W serves --config.init.workdir, pretrain.evaluate, pretrain.sample and resuming. The saved config is
+--config's (default configs/base.py) with the model section from D's config.json; tokenizer files in D are
+copied into W/tokenizer and become data.tokenizer=file. Tensors are read one at a time into the parameter
+tree. export writes the reverse (LoRA adapters merged into their kernels), loadable by Transformers'
+AutoModel classes; check (check.py) runs both on the same tokens and prints how far apart their logits are.
 
-Name map (GPT-2 -> ours): wte/wpe.weight -> wte/wpe.embedding; h.N.{ln_1,ln_2} and ln_f weight/bias ->
-h_N/.../scale/bias; h.N.attn.{c_attn,c_proj} and h.N.mlp.{c_fc,c_proj} weight/bias -> kernel/bias. GPT-2's
-Conv1D stores its weight as [in, out], which is already a Dense kernel; only an untied lm_head (an nn.Linear,
-[out, in]) is transposed.
+A converter module exports MODEL_TYPES, FAMILY (our model.family), model_section(hf config) -> model.*
+settings, links(model section) -> [Link], unsupported(model section) -> [why it cannot export], hf_config(model
+section, special ids) -> config.json, OBJECTIVE (what the model was pretrained with), PREFIXES (what their
+names may start with), stored_name(name) (the name export writes) and IGNORED (regexes of their buffers that
+are not weights).
 """
+import contextlib
+import dataclasses
 import json
 import os
+import re
 import shutil
 import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import flags
 
-from pretrain import cli, configlib, data, models
+from pretrain import configlib, data, models
 from pretrain.trainer import checkpoint, layout, optim, run_dir, step
 from pretrain.data import tokenizers
-from pretrain.models import gpt
 from pretrain.errors import CheckpointError, ConfigError, DataError
 
-FLAGS = flags.FLAGS
-
 WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"
-# Transformers' activation names: the tanh approximation has three, the exact (erf) GELU one.
-_GELU_APPROXIMATE = {"gelu_new": True, "gelu_pytorch_tanh": True, "gelu_fast": True, "gelu": False}
-_BUFFERS = (".attn.bias", ".attn.masked_bias")  # Causal-mask buffers that old GPT-2 files carry; not weights.
 _MAX_LISTED = 8
 
 
-def _fail(what: str, problems: list[str]) -> None:
+@dataclasses.dataclass(frozen=True)
+class Link:
+  """One of our parameters and the tensors of theirs it is made of."""
+  ours: str  # '/'-joined parameter name.
+  theirs: tuple[str, ...]  # Their tensor names, concatenated along our last axis in this order (fused q/k/v).
+  sizes: tuple[int, ...] = ()  # Our last-axis size of each of `theirs`, to split on export (when several).
+  transpose: bool = False  # Theirs is an nn.Linear weight [out, in]; ours a Dense kernel [in, out].
+
+
+def fail(what: str, problems: list[str]) -> None:
+  """One CheckpointError listing every problem (the first few), when there are any."""
   if problems:
     listed = "; ".join(problems[:_MAX_LISTED]) + (f"; and {len(problems) - _MAX_LISTED} more"
                                                    if len(problems) > _MAX_LISTED else "")
     raise CheckpointError(f"{what}: {listed}")
+
+
+def converters():
+  from pretrain.hf import bert, gpt2, llama
+  return (gpt2, llama, bert)
 
 
 def read_hf_config(hf_dir: str) -> dict:
@@ -54,140 +69,153 @@ def read_hf_config(hf_dir: str) -> dict:
   return json.load(open(path))
 
 
-def model_section(hf: dict) -> dict:
-  """Our model.* settings for a GPT-2 config.json; one error lists everything that does not fit."""
-  problems = []
-  if hf.get("model_type") != "gpt2":
-    problems.append(f"model_type={hf.get('model_type')!r} (only 'gpt2')")
-  act = hf.get("activation_function", "gelu_new")
-  if act not in _GELU_APPROXIMATE:
-    problems.append(f"activation_function={act!r} (supported: {', '.join(_GELU_APPROXIMATE)})")
-  for key, supported in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
-                         ("add_cross_attention", False)):
-    if hf.get(key, supported) != supported:
-      problems.append(f"{key}={hf[key]} (only {supported})")
-  width, heads = hf.get("n_embd", 768), hf.get("n_head", 12)
-  inner = hf.get("n_inner") or 4 * width
-  if width % heads:
-    problems.append(f"n_head={heads} does not divide n_embd={width}")
-  if inner % width:
-    problems.append(f"n_inner={inner} is not a multiple of n_embd={width}")
-  _fail("cannot import this GPT-2", problems)
-  # Our GPT has one dropout rate; where GPT-2's three differ, the residual one (resid_pdrop) is kept.
-  dropouts = {hf.get(k, 0.1) for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
-  return dict(family="gpt", vocab_size=hf.get("vocab_size", 50257), context=hf.get("n_positions", 1024),
-              num_layers=hf.get("n_layer", 12), num_heads=heads, width=width, mlp_ratio=inner // width,
-              bias=True, position="learned", tie_embeddings=hf.get("tie_word_embeddings", True),
-              gelu_approximate=_GELU_APPROXIMATE[act], layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-              dropout=hf.get("resid_pdrop", 0.1) if len(dropouts) > 1 else dropouts.pop())
+def converter_for(hf: dict):
+  kind = hf.get("model_type")
+  for module in converters():
+    if kind in module.MODEL_TYPES:
+      return module
+  known = ", ".join(t for module in converters() for t in module.MODEL_TYPES)
+  raise ConfigError(f"config.json has model_type={kind!r}; pretrain.hf converts {known}")
 
 
-def hf_config(m) -> dict:
-  """GPT-2's config.json for our model section `m` (one dropout rate serves GPT-2's three)."""
-  return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": m.vocab_size,
-          "n_positions": m.context, "n_embd": m.width, "n_layer": m.num_layers, "n_head": m.num_heads,
-          "n_inner": m.mlp_ratio * m.width, "activation_function": "gelu_new" if m.gelu_approximate else "gelu",
-          "layer_norm_epsilon": m.layer_norm_eps, "resid_pdrop": m.dropout, "embd_pdrop": m.dropout,
-          "attn_pdrop": m.dropout, "tie_word_embeddings": m.tie_embeddings, "scale_attn_weights": True,
-          "initializer_range": 0.02, "dtype": "float32", "bos_token_id": None, "eos_token_id": None}
+class Reader:
+  """Their tensors by name, read one at a time as float32 numpy arrays from the safetensors files in hf_dir."""
+
+  def __init__(self, hf_dir: str):
+    from safetensors import safe_open
+    index = os.path.join(hf_dir, WEIGHTS_INDEX)
+    if os.path.isfile(index):
+      files = sorted(set(json.load(open(index))["weight_map"].values()))
+    elif os.path.isfile(os.path.join(hf_dir, WEIGHTS)):
+      files = [WEIGHTS]
+    else:
+      found = ", ".join(sorted(os.listdir(hf_dir))) if os.path.isdir(hf_dir) else "nothing"
+      raise CheckpointError(f"{hf_dir} has no {WEIGHTS} (found: {found}); only safetensors are read, never pickle: "
+                            "save the model with save_pretrained(DIR, safe_serialization=True)")
+    self._stack = contextlib.ExitStack()
+    self._where = {}
+    for name in files:
+      f = self._stack.enter_context(safe_open(os.path.join(hf_dir, name), framework="flax"))  # "flax" reads bf16.
+      self._where.update({key: f for key in f.keys()})
+
+  def names(self) -> list[str]:
+    return sorted(self._where)
+
+  def shape(self, name: str) -> tuple:
+    return tuple(self._where[name].get_slice(name).get_shape())
+
+  def get(self, name: str) -> np.ndarray:
+    return np.asarray(self._where[name].get_tensor(name), dtype=np.float32)
+
+  def close(self):
+    self._stack.close()
 
 
-def name_map(num_layers: int, tied: bool) -> list[tuple[tuple[str, ...], str, bool]]:
-  """(our parameter path, GPT-2 tensor name, transposed) for every weight of a GPT-2."""
-  pairs = [(("wte", "embedding"), "wte.weight", False), (("wpe", "embedding"), "wpe.weight", False)]
-  layers = [("ln_1",), ("attn", "c_attn"), ("attn", "c_proj"), ("ln_2",), ("mlp", "c_fc"), ("mlp", "c_proj")]
-  for i in range(num_layers):
-    for module in layers:
-      ours = (f"h_{i}", *module)
-      pairs.append((ours + ("scale" if module[0].startswith("ln") else "kernel",),
-                    ".".join((f"h.{i}", *module, "weight")), False))
-      pairs.append((ours + ("bias",), ".".join((f"h.{i}", *module, "bias")), False))
-  pairs += [(("ln_f", "scale"), "ln_f.weight", False), (("ln_f", "bias"), "ln_f.bias", False)]
-  if not tied:
-    pairs.append((("lm_head", "kernel"), "lm_head.weight", True))
-  return pairs
+def model_of(config):
+  """The family's network for config.model, without data: the vocabulary size is config.model.vocab_size."""
+  return models.family(config).build(config, types.SimpleNamespace(vocab_size=config.model.vocab_size, padded=False))
 
 
-def read_tensors(hf_dir: str) -> dict[str, np.ndarray]:
-  """GPT-2's tensors as float32 numpy arrays, named without the `transformer.` prefix."""
-  from safetensors import safe_open
-  index = os.path.join(hf_dir, WEIGHTS_INDEX)
-  if os.path.isfile(index):
-    files = sorted(set(json.load(open(index))["weight_map"].values()))
-  elif os.path.isfile(os.path.join(hf_dir, WEIGHTS)):
-    files = [WEIGHTS]
-  else:
-    found = ", ".join(sorted(os.listdir(hf_dir))) if os.path.isdir(hf_dir) else "nothing"
-    raise CheckpointError(f"{hf_dir} has no {WEIGHTS} (found: {found}); only safetensors are read, never pickle: "
-                          "save the model with save_pretrained(DIR, safe_serialization=True)")
-  tensors = {}
-  for name in files:
-    with safe_open(os.path.join(hf_dir, name), framework="flax") as f:  # "flax" reads bfloat16 too.
-      for key in f.keys():
-        tensors[key.removeprefix("transformer.")] = np.asarray(f.get_tensor(key), dtype=np.float32)
-  return tensors
+def _init(config, key):
+  tokens = jnp.zeros((1, min(config.model.context, 8)), jnp.int32)
+  return model_of(config).init(key, tokens, train=False)["params"]
 
 
-def _gpt(config):
-  # The GPT's shapes need only the vocabulary size, which the config carries; no dataset is read.
-  return gpt.GPT(gpt.gpt_config(config, types.SimpleNamespace(vocab_size=config.model.vocab_size)))
+def abstract_params(config) -> dict:
+  return jax.eval_shape(lambda: _init(config, jax.random.key(0)))
 
 
-def _abstract_params(config) -> dict:
-  tokens = jnp.zeros((1, config.model.context), jnp.int32)
-  return jax.eval_shape(lambda: _gpt(config).init(jax.random.key(0), tokens, train=False))["params"]
+def _flat(tree) -> dict:
+  return {optim.param_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def _get(tree, path):
-  for key in path:
-    tree = tree[key]
+def _nested(flat: dict) -> dict:
+  tree = {}
+  for name, value in flat.items():
+    *parents, leaf = name.split("/")
+    node = tree
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
   return tree
 
 
-def to_params(tensors: dict[str, np.ndarray], config) -> dict:
-  """GPT-2 tensors -> our parameter tree, after checking every name and shape against our GPT."""
-  m, expected = config.model, _abstract_params(config)
-  pairs = name_map(m.num_layers, m.tie_embeddings)
-  problems = []
-  for ours, theirs, transposed in pairs:
-    want = _get(expected, ours).shape[::-1] if transposed else _get(expected, ours).shape
-    if theirs not in tensors:
-      problems.append(f"{theirs} missing (expected {list(want)})")
-    elif tensors[theirs].shape != want:
-      problems.append(f"{theirs} has shape {list(tensors[theirs].shape)}, config.json implies {list(want)}")
-  known = {theirs for _, theirs, _ in pairs} | ({"lm_head.weight"} if m.tie_embeddings else set())
-  problems += [f"{k} unexpected" for k in sorted(tensors) if k not in known and not k.endswith(_BUFFERS)]
-  _fail("GPT-2 weights do not fit its config.json", problems)
-  params = {}
-  for ours, theirs, transposed in pairs:
-    node = params
-    for key in ours[:-1]:
-      node = node.setdefault(key, {})
-    node[ours[-1]] = jnp.asarray(tensors[theirs].T if transposed else tensors[theirs])
-  return params
+def _their_name(reader_names, name, module):
+  """Their tensor as stored: with or without the model's prefix (transformer., model., bert.)."""
+  for candidate in (name, *(p + name for p in module.PREFIXES)):
+    if candidate in reader_names:
+      return candidate
+  return None
 
 
-def from_params(params: dict, m) -> dict[str, np.ndarray]:
-  """Our parameter tree -> GPT-2 tensors; a GPT without biases gets zero biases, which compute the same."""
+def to_params(reader: Reader, config, module, may_be_fresh=(), what="the weights") -> tuple[dict, list[str]]:
+  """Our parameter tree (float32 numpy), read tensor by tensor after every name and shape has been checked
+  against the model config.model builds; parameters matching `may_be_fresh` regexes may be absent from the
+  files (they keep a fresh init). Returns (params, names of the fresh ones)."""
+  expected = _flat(abstract_params(config))
+  names = set(reader.names())
+  links, problems, used = module.links(config.model), [], set()
+  for link in links:
+    want = expected[link.ours].shape
+    stored = [_their_name(names, t, module) for t in link.theirs]
+    used.update(s for s in stored if s)
+    if any(s is None for s in stored):
+      if not any(re.search(p, link.ours) for p in may_be_fresh):
+        problems += [f"{t} missing (expected for {link.ours} {list(want)})" for t, s in zip(link.theirs, stored) if s is None]
+      continue
+    shapes = [reader.shape(s)[::-1] if link.transpose else reader.shape(s) for s in stored]
+    joined = (*shapes[0][:-1], sum(s[-1] for s in shapes)) if shapes[0] else ()
+    if joined != tuple(want) or any(s[:-1] != shapes[0][:-1] for s in shapes):
+      stored_shapes = [list(reader.shape(s)) for s in stored]
+      if len(stored) == 1:
+        implied = list(want[::-1] if link.transpose else want)
+        problems.append(f"{link.theirs[0]} has shape {stored_shapes[0]}, config.json implies {implied}")
+      else:
+        problems.append(f"{' + '.join(link.theirs)} have shapes {stored_shapes}, which do not make {link.ours} "
+                        f"{list(want)} as config.json implies")
+  problems += [f"{n} unexpected" for n in sorted(names - used) if not any(re.search(p, n) for p in module.IGNORED)]
+  fail(f"{what} do not fit its config.json", problems)
+  flat, fresh = {}, []
+  for link in links:
+    stored = [_their_name(names, t, module) for t in link.theirs]
+    if any(s is None for s in stored):
+      fresh.append(link.ours)
+      continue
+    parts = [reader.get(s) for s in stored]
+    parts = [p.T if link.transpose else p for p in parts]
+    flat[link.ours] = np.ascontiguousarray(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1))
+    del parts
+  if fresh:  # A fresh init in the right shapes, for the parameters their model does not have (BERT's MLM head).
+    initial = _flat(jax.jit(lambda k: _init(config, k))(jax.random.key(config.seed)))
+    flat.update({name: np.asarray(initial[name]) for name in fresh})
+  missing = sorted(set(expected) - set(flat))
+  fail("no tensor maps onto these parameters (a converter bug)", missing)
+  return _nested(flat), fresh
+
+
+def from_params(params: dict, m, module) -> dict[str, np.ndarray]:
+  """Our parameter tree -> their tensors, by the converter's links."""
+  flat = _flat(params)
   tensors = {}
-  for ours, theirs, transposed in name_map(m.num_layers, m.tie_embeddings):
-    try:
-      value = np.asarray(_get(params, ours), np.float32)
-    except KeyError:
-      if ours[-1] != "bias":
-        raise CheckpointError(f"the checkpoint has no parameter {'/'.join(ours)}; is it a GPT of model.family=gpt?")
-      value = np.zeros(_get(params, ours[:-1] + ("scale" if ours[-2].startswith("ln") else "kernel",)).shape[-1:],
-                       np.float32)
-    prefix = "" if theirs.startswith("lm_head") else "transformer."
-    tensors[prefix + theirs] = np.ascontiguousarray(value.T if transposed else value)
+  for link in module.links(m):
+    sibling = link.ours.rsplit("/", 1)[0] + "/" + ("scale" if link.ours.rsplit("/", 2)[-2].startswith("ln") else "kernel")
+    if link.ours not in flat and link.ours.endswith("/bias") and sibling in flat:  # Zero biases compute the same.
+      flat[link.ours] = np.zeros(np.shape(flat[sibling])[-1:], np.float32)
+    if link.ours not in flat:
+      raise CheckpointError(f"the checkpoint has no parameter {link.ours}; it does not hold the model its config.json "
+                            "describes")
+    value = np.asarray(flat[link.ours], np.float32)
+    parts = np.split(value, np.cumsum(link.sizes)[:-1], axis=-1) if len(link.theirs) > 1 else [value]
+    for name, part in zip(link.theirs, parts):
+      tensors[module.stored_name(name)] = np.ascontiguousarray(part.T if link.transpose else part)
   return tensors
 
 
 def write_workdir(config, params, workdir: str) -> None:
-  """config.json and checkpoint 0 of the whole train state, as pretrain.main writes them."""
-  tx = optim.make(config)
-  state = step.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=jax.jit(tx.init)(params),
-                          model_state={})
+  """config.json and checkpoint 0 as pretrain.main writes them, but of the parameters only: the optimizer
+  state of a model that has not trained here is its fresh init, which pretrain.main starts itself when it
+  resumes the run (and which would triple what an import holds in memory and writes)."""
+  state = step.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=None, model_state={})
   os.makedirs(workdir, exist_ok=True)
   run_dir.write_config(workdir, config)
   ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints, async_save=False)
@@ -195,31 +223,72 @@ def write_workdir(config, params, workdir: str) -> None:
   ckpt.close()
 
 
-def import_hf(hf_dir: str, workdir: str, config=None):
-  """Writes GPT-2 in `hf_dir` into the new run directory `workdir`; returns the saved config."""
+def special_ids(tokenizer_files: list[str]) -> dict:
+  """{"bos"|"eos"|"pad"|"cls"|"sep"|"mask"|"unk": id} from tokenizer_config.json / special_tokens_map.json and
+  the tokenizer's vocabulary."""
+  folder = os.path.dirname(tokenizer_files[0]) if tokenizer_files else ""
+  named = {}
+  for f in ("special_tokens_map.json", "tokenizer_config.json"):
+    path = os.path.join(folder, f)
+    if os.path.isfile(path):
+      for key, value in json.load(open(path)).items():
+        if key.endswith("_token") and value:
+          named.setdefault(key[:-len("_token")], value["content"] if isinstance(value, dict) else value)
+  if not tokenizer_files:
+    return {}
+  tok = tokenizers.FileTokenizer(folder)
+  for kind, token in (("eos", tokenizers.END_OF_TEXT), ("mask", "[MASK]"), ("cls", "[CLS]"), ("sep", "[SEP]"),
+                      ("pad", "[PAD]")):
+    named.setdefault(kind, token)
+  ids = {kind: tok.token_id(token) for kind, token in named.items() if isinstance(token, str)}
+  return {kind: i for kind, i in ids.items() if i is not None}
+
+
+def import_hf(hf_dir: str, workdir: str, config=None, log=print):
+  """Writes the model in `hf_dir` into the new run directory `workdir`; returns the saved config."""
   if os.path.isdir(layout.checkpoints(workdir)) and os.listdir(layout.checkpoints(workdir)):
     raise CheckpointError(f"{workdir} already holds checkpoints; import into a new --workdir")
   hf = read_hf_config(hf_dir)
+  module = converter_for(hf)
   given_data = config is not None
   base = configlib.load(configlib.BASE_CONFIG)
   if config is None:
     config = base
-    config.data.name = "text"  # Text is what a GPT-2 reads; --config.data.path names it when fine-tuning.
-  # The model is GPT-2 as Transformers computes it: every model field not read from hf_dir takes its default
-  # (float32, GELU, no QK-norm), whatever the config given for the data chooses for its own models.
+    config.data.name = "text"  # Text is what these models read; --config.data.path names it when fine-tuning.
+  # The model is theirs as Transformers computes it: every model field not read from hf_dir takes its default
+  # (float32, no QK-norm, ...), whatever the config given for the data chooses for its own models.
   with config.unlocked():
     config.model = base.model
-  for key, value in model_section(hf).items():
-    config.model[key] = value
-  config.objective = "next_token"
-  params = to_params(read_tensors(hf_dir), config)
+  section = module.model_section(hf)
+  for key, value in section.items():
+    if isinstance(value, dict):
+      for k, v in value.items():
+        config.model[key][k] = v
+    else:
+      config.model[key] = value
+  config.objective = module.OBJECTIVE
   try:
     tokenizer_files = tokenizers.files(hf_dir)
   except DataError:  # No tokenizer beside the weights: the data config has to bring one that fits.
     tokenizer_files = []
+  specials = special_ids(tokenizer_files) if tokenizer_files else {}
+  if hasattr(module, "with_tokenizer"):
+    module.with_tokenizer(config.model, specials)
+  reader = Reader(hf_dir)
+  try:
+    params, fresh = to_params(reader, config, module, getattr(module, "MAY_BE_FRESH", ()),
+                              what=f"the {hf.get('model_type')} weights in {hf_dir}")
+  finally:
+    reader.close()
+  if fresh:
+    log(f"note: {hf_dir} has no {', '.join(sorted({n.split('/')[0] for n in fresh}))}: randomly initialised "
+        f"({module.FRESH_NOTE})")
   if tokenizer_files:
     os.makedirs(os.path.join(workdir, "tokenizer"), exist_ok=True)
-    for f in tokenizer_files:
+    folder = os.path.dirname(tokenizer_files[0])
+    extras = [os.path.join(folder, f) for f in ("tokenizer_config.json", "special_tokens_map.json")
+              if os.path.isfile(os.path.join(folder, f))]
+    for f in [*tokenizer_files, *extras]:
       shutil.copy(f, os.path.join(workdir, "tokenizer", os.path.basename(f)))
     config.data.tokenizer = "file"
     config.data.tokenizer_path = os.path.abspath(os.path.join(workdir, "tokenizer"))
@@ -239,60 +308,49 @@ def restore(workdir: str, at_step: int | None = None) -> tuple[object, dict, int
   return config, checkpoint.restore_subtree(directory, chosen, target)["params"], chosen
 
 
-def export_hf(workdir: str, hf_dir: str, at_step: int | None = None) -> None:
-  """Writes the GPT of `workdir` as a Transformers GPT-2 directory (config.json + model.safetensors)."""
+def exporter_for(m):
+  """The converter that writes our model section `m`, or one ConfigError saying why none can."""
+  reasons = []
+  for module in converters():
+    if module.FAMILY != m.family:
+      continue
+    why = module.unsupported(m)
+    if not why:
+      return module
+    reasons.append(f"{'/'.join(module.MODEL_TYPES)} needs {'; '.join(why)}")
+  if not reasons:
+    raise ConfigError(f"model.family={m.family!r} has no Hugging Face counterpart here; export writes "
+                      f"{', '.join(sorted({c.FAMILY for c in converters()}))} models")
+  raise ConfigError(f"this {m.family} cannot be written as a Transformers model: {' | '.join(reasons)}")
+
+
+def export_hf(workdir: str, hf_dir: str, at_step: int | None = None) -> str:
+  """Writes the model of `workdir` as a Transformers directory (config.json + model.safetensors, the tokenizer
+  files); returns its model_type."""
   from safetensors.numpy import save_file
+  from pretrain.models import lora
   config, params, _ = restore(workdir, at_step)
   m = config.model
-  if m.family != "gpt":
-    raise ConfigError(f"{workdir} holds model.family={m.family!r}; export writes GPT-2, from model.family=gpt")
-  if m.position != "learned":
-    raise ConfigError(f"{workdir} holds a GPT with model.position={m.position!r}; GPT-2 has learned position "
-                      "embeddings, so only model.position=learned exports")
-  if m.qk_norm or m.activation != "gelu":
-    raise ConfigError(f"{workdir} holds a GPT with qk_norm={m.qk_norm}, activation={m.activation!r}; GPT-2 has neither QK-norm nor another activation than GELU, "
-                      "so only model.qk_norm=false, model.activation=gelu export")
-  m.vocab_size, m.context = params["wte"]["embedding"].shape[0], params["wpe"]["embedding"].shape[0]
+  module = exporter_for(m)
+  params = lora.merge(params, m.lora)
+  shapes = abstract_params_of(params)
+  m.vocab_size = shapes.get("wte/embedding", (m.vocab_size,))[0]
+  specials = {}
   os.makedirs(hf_dir, exist_ok=True)
-  hf = hf_config(m)
   if config.data.tokenizer == "file" and config.data.tokenizer_path:
-    tokenizer = tokenizers.FileTokenizer(config.data.tokenizer_path)
-    for f in tokenizer.files:
+    tokenizer_files = tokenizers.files(config.data.tokenizer_path)
+    folder = os.path.dirname(tokenizer_files[0])
+    extras = [os.path.join(folder, f) for f in ("tokenizer_config.json", "special_tokens_map.json")
+              if os.path.isfile(os.path.join(folder, f))]
+    for f in [*tokenizer_files, *extras]:
       shutil.copy(f, os.path.join(hf_dir, os.path.basename(f)))
-    end = tokenizer.token_id(tokenizers.END_OF_TEXT)
-    hf["bos_token_id"] = hf["eos_token_id"] = end
+    specials = special_ids(tokenizer_files)
+  hf = module.hf_config(m, specials)
   with open(os.path.join(hf_dir, "config.json"), "w") as f:
     json.dump(hf, f, indent=2)
-  save_file(from_params(params, m), os.path.join(hf_dir, WEIGHTS), metadata={"format": "pt"})
+  save_file(from_params(params, m, module), os.path.join(hf_dir, WEIGHTS), metadata={"format": "pt"})
+  return hf["model_type"]
 
 
-def main(argv):
-  commands = ("import", "export")
-  if len(argv) != 2 or argv[1] not in commands:
-    cli.fail("usage: python -m pretrain.hf import --hf-dir D --workdir W | export --workdir W --hf-dir D")
-  for name in ("hf-dir", "workdir"):
-    if FLAGS[name].value is None:
-      cli.fail(f"--{name} is required")
-  if argv[1] == "import":
-    config = cli.load_config(FLAGS.config, cli.OVERRIDES) if FLAGS.config else None
-    config = import_hf(FLAGS["hf-dir"].value, FLAGS.workdir, config)
-    m = config.model
-    print(f"imported GPT-2 ({m.num_layers} layers, width {m.width}, vocab {m.vocab_size}, context {m.context}) "
-          f"into {FLAGS.workdir}; tokenizer: {config.data.tokenizer_path or 'none in --hf-dir'}")
-  else:
-    export_hf(FLAGS.workdir, FLAGS["hf-dir"].value, FLAGS.step)
-    print(f"exported {FLAGS.workdir} to {FLAGS['hf-dir'].value}")
-
-
-def define_flags():
-  """Only when run as a program, so that importing this module next to other CLIs defines no flag twice."""
-  flags.DEFINE_string("hf-dir", None, "Transformers GPT-2 directory: config.json + model.safetensors.")
-  flags.DEFINE_alias("hf_dir", "hf-dir")
-  flags.DEFINE_string("workdir", None, "Run directory to write (import) or read (export).")
-  flags.DEFINE_string("config", None, "import: config whose non-model sections W keeps; default configs/base.py.")
-  flags.DEFINE_integer("step", None, "export: checkpoint step; default the latest.")
-
-
-if __name__ == "__main__":
-  define_flags()
-  cli.run(main)
+def abstract_params_of(params) -> dict:
+  return {name: tuple(leaf.shape) for name, leaf in _flat(params).items()}

@@ -55,6 +55,10 @@ class Checkpointer:
                             "permissions there, then rerun to resume from the last committed checkpoint") from None
 
   def restore(self, step: int, abstract_state):
+    """The state saved at `step`, in the shardings of `abstract_state`. A checkpoint saved without optimizer
+    state (pretrain.hf import writes parameters only) restores with opt_state None: the caller starts one."""
+    if not any(k.startswith("opt_state") for k in tree.shapes(self.manager.item_metadata(step))):
+      abstract_state = abstract_state.replace(opt_state=None)
     self._check_fits(step, abstract_state)
     return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 

@@ -52,6 +52,7 @@ def start(run) -> None:
       "packages": package_versions(),
       "hardware": hardware(devices_used=run.strategy.num_devices),
       "vocabulary": run.dataset.vocabulary,
+      "parameters": run.parameters,
       "attempt": previous.get("attempt", 0) + 1,
       "started": _now(),
       "started_unix": time.time(),

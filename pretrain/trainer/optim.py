@@ -5,6 +5,7 @@ import jax
 import optax
 
 from pretrain.errors import ConfigError
+from pretrain.models import lora
 from pretrain.rules import Rules, non_negative_float
 from pretrain.tree import path_name as param_name
 
@@ -93,6 +94,22 @@ def _muon_or_adamw(config) -> optax.GradientTransformation:
   return optax.multi_transform({"muon": muon, "adamw": adamw}, labels)
 
 
+def frozen(config) -> Rules:
+  """The parameters that never change: optim.freeze's, and under LoRA everything but the adapters (and a
+  classifier's head)."""
+  entries = tuple(config.optim.freeze)
+  if config.model.lora.rank > 0:
+    entries += (lora.frozen_pattern("backbone/" if config.objective == "classification" else ""),)
+  return Rules("optim.freeze", entries)
+
+
+def trainable_count(config, params) -> int:
+  """How many parameter values the optimizer changes."""
+  rules = frozen(config)
+  return int(sum(leaf.size for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+                 if not rules.matches(param_name(path))))
+
+
 def make(config) -> optax.GradientTransformation:
   o = config.optim
   inner = _muon_or_adamw(config)
@@ -100,16 +117,16 @@ def make(config) -> optax.GradientTransformation:
   rules = lr_multipliers(config)
   if rules:
     tx = optax.chain(tx, _scale_by_name(rules))
-  frozen = Rules("optim.freeze", o.freeze)
-  if not frozen and not rules:
+  freeze = frozen(config)
+  if not freeze and not rules:
     return tx
 
   def labels(params):
     names = param_names(params)
-    frozen.require_each_matches(names)
+    freeze.require_each_matches(names)
     rules.require_each_matches(names)
     return jax.tree_util.tree_map_with_path(
-        lambda path, _: "frozen" if frozen.matches(param_name(path)) else "trained", params)
+        lambda path, _: "frozen" if freeze.matches(param_name(path)) else "trained", params)
 
   # Frozen parameters get exact zero updates (no decay, no optimizer state) and stay out of clipping's norm.
   return optax.multi_transform({"frozen": optax.set_to_zero(), "trained": tx}, labels)

@@ -13,6 +13,7 @@ from typing import Callable
 import jax
 
 from pretrain import configlib, data, models, objectives, plugins, storage
+from pretrain.models import lora
 from pretrain.trainer import checkpoint, layout, ledger, metrics, optim, step
 from pretrain.errors import CheckpointError, ConfigError
 
@@ -59,7 +60,7 @@ def build_model(config, dataset, data_axis=None, family=None, objective=None):
                       "the family module's OBJECTIVES, or give the objective module an accepts(family)")
   backbone = family.build(config, dataset, data_axis)
   wrap = getattr(objective, "wrap", None)
-  return wrap(backbone, config, dataset) if wrap else backbone
+  return lora.wrap(wrap(backbone, config, dataset) if wrap else backbone, config)
 
 
 def build(config, dataset=None, data_axis=None, batch_size: int = 1) -> Parts:

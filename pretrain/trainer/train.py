@@ -47,6 +47,7 @@ class Run:
     self.layer_stats = (layer_stats.LayerStats(self.shapes.params, config.log.layer_groups)
                         if config.log.layer_stats else None)
     self.eval_sets = [("val", self.dataset), *extra_eval_sets(config, self.dataset)]
+    self.parameters = parameter_counts(self)
 
   def train_fn(self):
     """The compiled train call the loop runs: train.steps_per_call updates, state donated."""
@@ -83,6 +84,22 @@ class Run:
                             fetch=self.strategy.fetch, process_index=self.process_index,
                             process_count=self.process_count, prefetch=self.config.train.prefetch, stop=stop,
                             agree_every=guards.EVAL_AGREE_EVERY)
+
+
+def parameter_counts(run) -> dict:
+  """What run.json and the console say of the model: its parameters, those the optimizer changes (all but
+  frozen ones: optim.freeze, a linear probe's backbone, LoRA's base weights) and the optimizer state's size."""
+  total = models.count_params(run.shapes.params)
+  opt_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(run.shapes.opt_state))
+  return {"total": total, "trainable": optim.trainable_count(run.config, run.shapes.params),
+          "optimizer_state_bytes": int(opt_bytes)}
+
+
+def describe_parameters(run) -> str:
+  counts = run.parameters
+  total, trainable = counts["total"], counts["trainable"]
+  share = "" if trainable == total else f", {trainable:,} trainable ({trainable / max(total, 1):.2%})"
+  return f"{total:,} parameters{share}; optimizer state {counts['optimizer_state_bytes'] / 2**20:,.1f} MiB"
 
 
 def extra_eval_sets(config, dataset) -> list[tuple[str, data.Dataset]]:
@@ -149,7 +166,7 @@ def _train(config, workdir: str, preemption, initialize=None) -> dict:
   every = [actions.Log(run, window, optim.learning_rate(config), run.parts.flops_per_token()), evaluate, save]  # In order.
   owed = [a for a in every if a.name in saved.get("owed", ())]  # What a preemption left undone at `start`.
   run.writer.truncate_after(start, redo=[split for a in owed for split in a.splits])
-  run.writer.console(f"{models.count_params(run.shapes.params):,} parameters; {run.dataset.name}; {run.strategy.name} on "
+  run.writer.console(f"{describe_parameters(run)}; {run.dataset.name}; {run.strategy.name} on "
                      f"{run.strategy.num_devices} device(s); steps {start}->{t.steps}")
   profile, train_fn, k = actions.Profile(run), run.train_fn(), t.steps_per_call
 
@@ -199,6 +216,9 @@ def _restore_or_init(run, ckpt, initialize) -> tuple[int, step.TrainState, dict]
   start, state, saved = ckpt.restore_latest_good(abstract, warn=run.writer.console)
   if start is not None:
     run.writer.console(f"resumed from {ckpt.directory}/{start}")
+    if state.opt_state is None:  # Parameters only (an imported model): the optimizer starts here.
+      shardings = jax.tree_util.tree_map(lambda a: a.sharding, abstract.opt_state)
+      state = state.replace(opt_state=jax.jit(run.tx.init, out_shardings=shardings)(state.params))
   else:
     start, saved = 0, {}
     state = parallel.init(run.init_state, abstract)
