@@ -263,3 +263,26 @@ def test_bert_import_needs_its_mask_token(tmp_path):
   _save(transformers.BertForMaskedLM(transformers.BertConfig(**SMALL)), tmp_path / "hf")  # A tokenizer without [MASK].
   with pytest.raises(ConfigError, match=r"\[MASK\]"):
     hf.import_hf(str(tmp_path / "hf"), str(tmp_path / "w"))
+
+
+def test_documents_end_with_the_tokenizers_declared_end_of_sequence(tmp_path):
+  """A Llama-style tokenizer has no <|endoftext|>: documents end with the </s> its tokenizer_config.json names,
+  so the vocabulary keeps the imported model's size."""
+  from pretrain import data
+  from pretrain.data import tokenizers as ours
+  tok = tokenizers.ByteLevelBPETokenizer()
+  tok.train_from_iterator(["the cat sat on the mat " * 20], vocab_size=280, special_tokens=["<s>", "</s>"],
+                          show_progress=False)
+  folder = tmp_path / "tok"
+  folder.mkdir()
+  tok.save(str(folder / "tokenizer.json"))
+  (folder / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": {"content": "</s>"}}))
+  assert ours.FileTokenizer(str(folder), end_of_text=True).end_of_text == tok.token_to_id("</s>")
+  assert ours.FileTokenizer(str(folder), end_of_text=True).vocab_size == tok.get_vocab_size()
+  docs = tmp_path / "docs.jsonl"
+  docs.write_text("".join(json.dumps({"text": "the cat sat"}) + "\n" for _ in range(50)))
+  config = configlib.load(os.path.join(ROOT, "configs/shakespeare_char.py"), [
+      ("data.path", str(docs)), ("data.tokenizer", "file"), ("data.tokenizer_path", str(folder))])
+  dataset = data.load(config)
+  assert dataset.vocab_size == tok.get_vocab_size()
+  assert tok.token_to_id("</s>") in set(np.asarray(dataset.train.tokens[:]).tolist())

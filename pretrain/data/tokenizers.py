@@ -15,6 +15,7 @@ run.json records so that a fine-tuning run can check that its ids mean what its 
 """
 import abc
 import hashlib
+import json
 import os
 
 import numpy as np
@@ -47,10 +48,34 @@ def files(path: str) -> list[str]:
                   "or a directory with vocab.json + merges.txt")
 
 
+SPECIAL_TOKEN_FILES = ("special_tokens_map.json", "tokenizer_config.json")  # Transformers' names for them.
+
+
+def declared_tokens(tokenizer_file: str) -> dict[str, str]:
+  """{"bos"|"eos"|"pad"|"cls"|"sep"|"mask"|"unk": token} as the Transformers files beside `tokenizer_file`
+  declare them (special_tokens_map.json, tokenizer_config.json); {} when there are none."""
+  folder, named = os.path.dirname(tokenizer_file), {}
+  for name in SPECIAL_TOKEN_FILES:
+    path = os.path.join(folder, name)
+    try:
+      entries = json.load(open(path, encoding="utf-8")) if os.path.isfile(path) else {}
+    except ValueError:
+      raise DataError(f"{path} is not valid JSON; fix it or remove it (it only names special tokens)") from None
+    for key, value in entries.items():
+      if key.endswith("_token") and value:
+        token = value.get("content") if isinstance(value, dict) else value
+        if isinstance(token, str):
+          named.setdefault(key[:-len("_token")], token)
+  return named
+
+
 def digest(path: str) -> str:
-  """A hash of the tokenizer files' content: part of a tokenized dataset's identity."""
+  """A hash of the tokenizer files' content, and of the files beside them naming its special tokens (they choose
+  the end-of-text id): part of a tokenized dataset's identity."""
   h = hashlib.sha256()
-  for f in files(path):
+  found = files(path)
+  beside = [os.path.join(os.path.dirname(found[0]), f) for f in SPECIAL_TOKEN_FILES]
+  for f in [*found, *(b for b in beside if os.path.isfile(b))]:
     h.update(os.path.basename(f).encode())
     h.update(open(f, "rb").read())
   return h.hexdigest()[:16]
@@ -176,7 +201,11 @@ class FileTokenizer(_Tokenizer):
     except Exception as e:  # The Rust side raises its own exception types.
       raise DataError(f"cannot read the tokenizer in {path}: {str(e).splitlines()[0] if str(e) else e!r}") from None
     self._size = self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+    # Documents end with <|endoftext|> (GPT-2, Qwen2), else the tokenizer's declared end of sequence (Llama's
+    # </s> or <|end_of_text|>), else an id of our own past the file's.
     own = self._tok.token_to_id(END_OF_TEXT)
+    if own is None and declared_tokens(self.files[0]).get("eos"):
+      own = self._tok.token_to_id(declared_tokens(self.files[0])["eos"])
     if end_of_text:
       self.end_of_text = own if own is not None else self._size
       self.vocab_size = max(self._size, self.end_of_text + 1)

@@ -19,7 +19,6 @@ section, special ids) -> config.json, OBJECTIVE (what the model was pretrained w
 names may start with), stored_name(name) (the name export writes) and IGNORED (regexes of their buffers that
 are not weights).
 """
-import contextlib
 import dataclasses
 import json
 import os
@@ -79,10 +78,14 @@ def converter_for(hf: dict):
 
 
 class Reader:
-  """Their tensors by name, read one at a time as float32 numpy arrays from the safetensors files in hf_dir."""
+  """Their tensors by name, read one at a time from the safetensors files in hf_dir as float32 numpy arrays.
+
+  The format is an 8-byte header length, a JSON header {name: {dtype, shape, data_offsets}}, then the raw
+  data: each tensor is read with one seek and read into memory Python returns to the system when it is
+  dropped, so reading holds one tensor beside the parameters already read."""
+  DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64}
 
   def __init__(self, hf_dir: str):
-    from safetensors import safe_open
     index = os.path.join(hf_dir, WEIGHTS_INDEX)
     if os.path.isfile(index):
       files = sorted(set(json.load(open(index))["weight_map"].values()))
@@ -92,23 +95,42 @@ class Reader:
       found = ", ".join(sorted(os.listdir(hf_dir))) if os.path.isdir(hf_dir) else "nothing"
       raise CheckpointError(f"{hf_dir} has no {WEIGHTS} (found: {found}); only safetensors are read, never pickle: "
                             "save the model with save_pretrained(DIR, safe_serialization=True)")
-    self._stack = contextlib.ExitStack()
     self._where = {}
     for name in files:
-      f = self._stack.enter_context(safe_open(os.path.join(hf_dir, name), framework="flax"))  # "flax" reads bf16.
-      self._where.update({key: f for key in f.keys()})
+      path = os.path.join(hf_dir, name)
+      try:
+        with open(path, "rb") as f:
+          size = int.from_bytes(f.read(8), "little")
+          header = json.loads(f.read(size))
+      except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a safetensors file ({e}); save the model again with save_pretrained"
+                              ) from None
+      header.pop("__metadata__", None)
+      self._where.update({key: (path, 8 + size, info) for key, info in header.items()})
 
   def names(self) -> list[str]:
     return sorted(self._where)
 
   def shape(self, name: str) -> tuple:
-    return tuple(self._where[name].get_slice(name).get_shape())
+    return tuple(self._where[name][2]["shape"])
 
   def get(self, name: str) -> np.ndarray:
-    return np.asarray(self._where[name].get_tensor(name), dtype=np.float32)
+    path, start, info = self._where[name]
+    if info["dtype"] == "BF16":
+      import ml_dtypes  # JAX's own dependency.
+      dtype = ml_dtypes.bfloat16
+    elif info["dtype"] in self.DTYPES:
+      dtype = self.DTYPES[info["dtype"]]
+    else:
+      raise CheckpointError(f"{path}: {name} is {info['dtype']}; weights are read from F32, BF16, F16 or F64")
+    begin, end = info["data_offsets"]
+    with open(path, "rb") as f:
+      f.seek(start + begin)
+      raw = f.read(end - begin)
+    return np.frombuffer(raw, dtype).reshape(info["shape"]).astype(np.float32)
 
   def close(self):
-    self._stack.close()
+    pass
 
 
 def model_of(config):
@@ -149,7 +171,7 @@ def _their_name(reader_names, name, module):
 
 
 def to_params(reader: Reader, config, module, may_be_fresh=(), what="the weights") -> tuple[dict, list[str]]:
-  """Our parameter tree (float32 numpy), read tensor by tensor after every name and shape has been checked
+  """Our parameter tree (float32 JAX arrays), read tensor by tensor after every name and shape has been checked
   against the model config.model builds; parameters matching `may_be_fresh` regexes may be absent from the
   files (they keep a fresh init). Returns (params, names of the fresh ones)."""
   expected = _flat(abstract_params(config))
@@ -183,11 +205,13 @@ def to_params(reader: Reader, config, module, may_be_fresh=(), what="the weights
       continue
     parts = [reader.get(s) for s in stored]
     parts = [p.T if link.transpose else p for p in parts]
-    flat[link.ours] = np.ascontiguousarray(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1))
+    # Into JAX's memory now, so that each numpy array is freed before the next is read and Orbax saves the
+    # arrays without a further copy of each.
+    flat[link.ours] = jax.device_put(np.ascontiguousarray(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)))
     del parts
   if fresh:  # A fresh init in the right shapes, for the parameters their model does not have (BERT's MLM head).
     initial = _flat(jax.jit(lambda k: _init(config, k))(jax.random.key(config.seed)))
-    flat.update({name: np.asarray(initial[name]) for name in fresh})
+    flat.update({name: initial[name] for name in fresh})
   missing = sorted(set(expected) - set(flat))
   fail("no tensor maps onto these parameters (a converter bug)", missing)
   return _nested(flat), fresh
@@ -224,24 +248,26 @@ def write_workdir(config, params, workdir: str) -> None:
 
 
 def special_ids(tokenizer_files: list[str]) -> dict:
-  """{"bos"|"eos"|"pad"|"cls"|"sep"|"mask"|"unk": id} from tokenizer_config.json / special_tokens_map.json and
-  the tokenizer's vocabulary."""
-  folder = os.path.dirname(tokenizer_files[0]) if tokenizer_files else ""
-  named = {}
-  for f in ("special_tokens_map.json", "tokenizer_config.json"):
-    path = os.path.join(folder, f)
-    if os.path.isfile(path):
-      for key, value in json.load(open(path)).items():
-        if key.endswith("_token") and value:
-          named.setdefault(key[:-len("_token")], value["content"] if isinstance(value, dict) else value)
+  """{"bos"|"eos"|"pad"|"cls"|"sep"|"mask"|"unk": id}: the tokens the Transformers files beside the tokenizer
+  declare, else BERT's and GPT-2's conventional ones, that the vocabulary has."""
   if not tokenizer_files:
     return {}
-  tok = tokenizers.FileTokenizer(folder)
+  named = tokenizers.declared_tokens(tokenizer_files[0])
   for kind, token in (("eos", tokenizers.END_OF_TEXT), ("mask", "[MASK]"), ("cls", "[CLS]"), ("sep", "[SEP]"),
                       ("pad", "[PAD]")):
     named.setdefault(kind, token)
-  ids = {kind: tok.token_id(token) for kind, token in named.items() if isinstance(token, str)}
+  tok = tokenizers.FileTokenizer(os.path.dirname(tokenizer_files[0]) if len(tokenizer_files) > 1 else tokenizer_files[0])
+  ids = {kind: tok.token_id(token) for kind, token in named.items()}
   return {kind: i for kind, i in ids.items() if i is not None}
+
+
+def _copy_tokenizer(tokenizer_files: list[str], folder: str) -> None:
+  """The tokenizer files and the Transformers files naming its special tokens."""
+  os.makedirs(folder, exist_ok=True)
+  beside = os.path.dirname(tokenizer_files[0])
+  extras = [os.path.join(beside, f) for f in tokenizers.SPECIAL_TOKEN_FILES if os.path.isfile(os.path.join(beside, f))]
+  for f in [*tokenizer_files, *extras]:
+    shutil.copy(f, os.path.join(folder, os.path.basename(f)))
 
 
 def import_hf(hf_dir: str, workdir: str, config=None, log=print):
@@ -284,12 +310,7 @@ def import_hf(hf_dir: str, workdir: str, config=None, log=print):
     log(f"note: {hf_dir} has no {', '.join(sorted({n.split('/')[0] for n in fresh}))}: randomly initialised "
         f"({module.FRESH_NOTE})")
   if tokenizer_files:
-    os.makedirs(os.path.join(workdir, "tokenizer"), exist_ok=True)
-    folder = os.path.dirname(tokenizer_files[0])
-    extras = [os.path.join(folder, f) for f in ("tokenizer_config.json", "special_tokens_map.json")
-              if os.path.isfile(os.path.join(folder, f))]
-    for f in [*tokenizer_files, *extras]:
-      shutil.copy(f, os.path.join(workdir, "tokenizer", os.path.basename(f)))
+    _copy_tokenizer(tokenizer_files, os.path.join(workdir, "tokenizer"))
     config.data.tokenizer = "file"
     config.data.tokenizer_path = os.path.abspath(os.path.join(workdir, "tokenizer"))
   if given_data:  # The data it will fine-tune on must fit the vocabulary.
@@ -339,11 +360,7 @@ def export_hf(workdir: str, hf_dir: str, at_step: int | None = None) -> str:
   os.makedirs(hf_dir, exist_ok=True)
   if config.data.tokenizer == "file" and config.data.tokenizer_path:
     tokenizer_files = tokenizers.files(config.data.tokenizer_path)
-    folder = os.path.dirname(tokenizer_files[0])
-    extras = [os.path.join(folder, f) for f in ("tokenizer_config.json", "special_tokens_map.json")
-              if os.path.isfile(os.path.join(folder, f))]
-    for f in [*tokenizer_files, *extras]:
-      shutil.copy(f, os.path.join(hf_dir, os.path.basename(f)))
+    _copy_tokenizer(tokenizer_files, hf_dir)
     specials = special_ids(tokenizer_files)
   hf = module.hf_config(m, specials)
   with open(os.path.join(hf_dir, "config.json"), "w") as f:
