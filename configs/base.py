@@ -104,6 +104,8 @@ def get_config(variant=None):
   c.model.qkv_bias = False  # GPT: biases on the query/key/value projection even with bias=False (Qwen2).
   c.model.type_vocab_size = 0  # bert: token type (segment) embeddings (BERT: 2); 0: none.
   c.model.mask_id = -1  # bert: the [MASK] token's id in the tokenizer (an imported BERT's); -1: one more id past the data's.
+  c.model.cls_id = -1  # The tokenizer's [CLS] id, which model.head.pooling=cls puts before every text (pretrain.hf import sets BERT's); -1: none.
+  c.model.pooler = False  # bert: BERT's pooler (dense + tanh on the [CLS] features) that model.head.pooling=cls applies; imported with BertModel's weights.
   c.model.tie_embeddings = True  # Output head shares the token embedding matrix.
   c.model.head_init = "normal"  # Untied head (tie_embeddings=False): "normal" (std 0.02) or "zeros" (starts at uniform predictions).
   c.model.qk_norm = False  # GPT/BERT: queries and keys scaled to unit RMS per head (bounded attention logits, higher stable lr).
@@ -120,7 +122,7 @@ def get_config(variant=None):
   c.model.lora.targets = ("attn/c_attn/kernel$", "attn/c_proj/kernel$")  # Regexes over 2-D kernel names that get adapters (default: the attention projections).
   c.model.head = ml_collections.ConfigDict()  # The task head objective="classification" puts on the features.
   c.model.head.num_classes = 0  # 0: the dataset's number of labels.
-  c.model.head.pooling = "mean"  # Features [B, ..., D] -> [B, D]: "mean" over positions, or the "last" or "first" one.
+  c.model.head.pooling = "mean"  # Features [B, ..., D] -> [B, D]: "mean" over positions, the "last" or "first" one, or "cls" (model.cls_id put first, BERT's pooler if it has one).
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adamw"  # "adamw", or "muon": Muon (optax.contrib.muon) for Dense kernels, AdamW for the other parameters.

@@ -111,19 +111,33 @@ def test_bert_masked_lm_logits_and_features(tmp_path):
                 - _logits(bert, TOKENS, token_type_ids=torch.from_numpy(types_BxT))).max() <= 1e-6
 
 
-def test_bert_without_mlm_head_imports_for_fine_tuning(tmp_path):
+def test_bert_without_mlm_head_imports_for_fine_tuning_with_its_pooler(tmp_path):
+  """BertModel: features and pooler output as Transformers computes them; a classifier with pooling=cls puts the
+  tokenizer's [CLS] first and reads the pooler."""
+  from pretrain.models import classifier
   encoder = _perturbed(transformers.BertModel(transformers.BertConfig(**SMALL)))
-  _save(encoder, tmp_path / "hf", specials=("[MASK]",))
-  (tmp_path / "hf" / "special_tokens_map.json").write_text(json.dumps({"mask_token": "[MASK]"}))
+  tok = _save(encoder, tmp_path / "hf", specials=("[CLS]", "[SEP]", "[MASK]"))
+  (tmp_path / "hf" / "special_tokens_map.json").write_text(json.dumps({"mask_token": "[MASK]", "cls_token": "[CLS]"}))
   notes = []
   config = hf.import_hf(str(tmp_path / "hf"), str(tmp_path / "w"), log=notes.append)
   assert "mlm_" in notes[0] and "randomly initialised" in notes[0]
+  assert (config.model.pooler, config.model.cls_id) == (True, tok.token_to_id("[CLS]"))
   _, params, _ = hf.restore(str(tmp_path / "w"))
   model = hf.model_of(config)
-  features = model.apply({"params": params}, jnp.asarray(TOKENS), method=model.features)
+  with_cls = np.concatenate([np.full((2, 1), config.model.cls_id), TOKENS[:, :-1]], axis=1)
   with torch.no_grad():
-    hidden = encoder(input_ids=torch.from_numpy(TOKENS)).last_hidden_state.numpy()
-  assert np.abs(np.asarray(features) - hidden).max() <= 1e-5
+    out = encoder(input_ids=torch.from_numpy(with_cls))
+  features = model.apply({"params": params}, jnp.asarray(with_cls), method=model.features)
+  assert np.abs(np.asarray(features) - out.last_hidden_state.numpy()).max() <= 1e-5
+  pooled = model.apply({"params": params}, features[:, 0], method=model.pool)
+  assert np.abs(np.asarray(pooled) - out.pooler_output.numpy()).max() <= 1e-5
+  # The classifier adds [CLS] itself: its input is the text, its pooled features those of [CLS] + text.
+  head = classifier.Classifier(model, 3, "cls", cls_id=config.model.cls_id)
+  variables = head.init(jax.random.key(0), jnp.asarray(TOKENS))
+  variables = {"params": {**variables["params"], "backbone": params,
+                          "head": {"kernel": jnp.eye(32, 3), "bias": jnp.zeros(3)}}}
+  logits = head.apply(variables, jnp.asarray(TOKENS))
+  assert np.abs(np.asarray(logits) - out.pooler_output.numpy()[:, :3]).max() <= 1e-5
 
 
 def _write(tmp_path, name, **changes):
@@ -286,3 +300,23 @@ def test_documents_end_with_the_tokenizers_declared_end_of_sequence(tmp_path):
   dataset = data.load(config)
   assert dataset.vocab_size == tok.get_vocab_size()
   assert tok.token_to_id("</s>") in set(np.asarray(dataset.train.tokens[:]).tolist())
+
+
+def test_imported_bert_fine_tunes_as_a_classifier_on_cls(tmp_path):
+  bert = _perturbed(transformers.BertForMaskedLM(transformers.BertConfig(**SMALL)))
+  _save(bert, tmp_path / "hf", specials=("[CLS]", "[MASK]"))
+  (tmp_path / "hf" / "special_tokens_map.json").write_text(json.dumps({"mask_token": "[MASK]", "cls_token": "[CLS]"}))
+  run_main("import", "--hf-dir", tmp_path / "hf", "--workdir", tmp_path / "bert", module="pretrain.hf")
+  text = tmp_path / "text.txt"
+  # Longer first text: the halves' last windows (which validate) are each half's own text.
+  text.write_text("the cat sat on the mat\n" * 300 + "and the dog ran\n" * 200)
+  tokenizer = run_dir.saved_config(str(tmp_path / "bert")).data.tokenizer_path
+  run_main("--config", os.path.join(ROOT, "configs/bert_shakespeare.py:finetune"), "--workdir", tmp_path / "cls",
+           f"--config.init.workdir={tmp_path / 'bert'}", f"--config.data.path={text}", "--config.data.tokenizer=file",
+           f"--config.data.tokenizer_path={tokenizer}", "--config.data.text_segments=2",
+           "--config.data.labels_per_class=16", "--config.model.head.pooling=cls", "--config.train.steps=60",
+           "--config.train.batch_size=8", "--config.train.eval_every=60", "--config.train.log_every=20",
+           "--config.train.checkpoint_every=60", "--config.eval.batches=2", "--config.eval.batch_size=16",
+           "--config.optim.lr=2e-3", "--config.optim.warmup_steps=5")
+  val = read_metrics(tmp_path / "cls", "val")[-1]
+  assert val["accuracy"] > 0.8  # The two texts differ in every window.

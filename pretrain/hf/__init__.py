@@ -15,7 +15,8 @@ AutoModel classes; check (check.py) runs both on the same tokens and prints how 
 
 A converter module exports MODEL_TYPES, FAMILY (our model.family), model_section(hf config) -> model.*
 settings, links(model section) -> [Link], unsupported(model section) -> [why it cannot export], hf_config(model
-section, special ids) -> config.json, OBJECTIVE (what the model was pretrained with), PREFIXES (what their
+section, special ids) -> config.json, optionally fit(model section, tensor names, special ids) for what
+config.json does not say, OBJECTIVE (what the model was pretrained with), PREFIXES (what their
 names may start with), stored_name(name) (the name export writes) and IGNORED (regexes of their buffers that
 are not weights).
 """
@@ -298,9 +299,9 @@ def import_hf(hf_dir: str, workdir: str, config=None, log=print):
   except DataError:  # No tokenizer beside the weights: the data config has to bring one that fits.
     tokenizer_files = []
   specials = special_ids(tokenizer_files) if tokenizer_files else {}
-  if hasattr(module, "with_tokenizer"):
-    module.with_tokenizer(config.model, specials)
   reader = Reader(hf_dir)
+  if hasattr(module, "fit"):
+    module.fit(config.model, reader.names(), specials)
   try:
     params, fresh = to_params(reader, config, module, getattr(module, "MAY_BE_FRESH", ()),
                               what=f"the {hf.get('model_type')} weights in {hf_dir}")

@@ -6,8 +6,8 @@ embeddings.LayerNorm -> ln_e; encoder.layer.N.attention.self.{query,key,value} -
 concatenated); attention.output.dense -> attn/c_proj; attention.output.LayerNorm -> ln_1; intermediate.dense ->
 mlp/c_fc; output.dense -> mlp/c_proj; output.LayerNorm -> ln_2; cls.predictions.transform.{dense,LayerNorm} ->
 mlm_dense/mlm_ln; cls.predictions.bias -> mlm_bias (the decoder is the tied word embedding). The pooler
-(BertModel's dense + tanh on [CLS]) is left out: a classifier here pools the encoder's features itself
-(model.head.pooling) under a new head.
+(BertModel's dense + tanh on [CLS], model.pooler) -> pooler_dense, which a classifier with
+model.head.pooling=cls applies to the [CLS] features under a new head.
 """
 from pretrain.errors import ConfigError
 from pretrain.hf import Link, fail
@@ -17,8 +17,8 @@ MODEL_TYPES = ("bert",)
 FAMILY = "bert"
 OBJECTIVE = "masked_lm"
 PREFIXES = ("bert.",)
-IGNORED = (r"position_ids$", r"^(bert\.)?pooler\.", r"cls\.predictions\.decoder\.(weight|bias)$",
-           r"cls\.seq_relationship\.")
+IGNORED = (r"position_ids$", r"cls\.predictions\.decoder\.(weight|bias)$", r"cls\.seq_relationship\.",
+           r"^classifier\.")  # BertForSequenceClassification's task head: a fine-tuning run makes its own.
 MAY_BE_FRESH = ("^mlm_",)  # BertModel has no MLM head: it imports to be fine-tuned as a classifier.
 FRESH_NOTE = "no masked-LM head: fine-tune it as a classifier, or pretrain the head first"
 
@@ -45,12 +45,15 @@ def model_section(hf: dict) -> dict:
               tie_embeddings=True, dropout=hf.get("hidden_dropout_prob", 0.1))
 
 
-def with_tokenizer(m, specials: dict) -> None:
-  """[MASK] is the tokenizer's own token; without it the vocabulary would grow by one and fit no weight."""
+def fit(m, names: list[str], specials: dict) -> None:
+  """What config.json does not say: [MASK] and [CLS] are the tokenizer's own tokens (without [MASK] the
+  vocabulary would grow by one and fit no weight), and the pooler is there when its weights are."""
   if "mask" not in specials:
     raise ConfigError("BERT import needs its tokenizer's [MASK] id: put its tokenizer.json (with [MASK]) beside "
                       "config.json in --hf-dir")
   m.mask_id = specials["mask"]
+  m.cls_id = specials.get("cls", -1)
+  m.pooler = any(n.endswith("pooler.dense.weight") for n in names)
 
 
 def unsupported(m) -> list[str]:
@@ -89,6 +92,9 @@ def links(m) -> list[Link]:
               Link(f"h_{i}/{ours}/bias", (f"{at}{theirs}.bias",))]
     for ours, theirs in (("ln_1", "attention.output.LayerNorm"), ("ln_2", "output.LayerNorm")):
       out += [Link(f"h_{i}/{ours}/scale", (f"{at}{theirs}.weight",)), Link(f"h_{i}/{ours}/bias", (f"{at}{theirs}.bias",))]
+  if m.pooler:
+    out += [Link("pooler_dense/kernel", ("pooler.dense.weight",), transpose=True),
+            Link("pooler_dense/bias", ("pooler.dense.bias",))]
   out += [Link("mlm_dense/kernel", ("cls.predictions.transform.dense.weight",), transpose=True),
           Link("mlm_dense/bias", ("cls.predictions.transform.dense.bias",)),
           Link("mlm_ln/scale", ("cls.predictions.transform.LayerNorm.weight",)),

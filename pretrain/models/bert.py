@@ -6,7 +6,8 @@ the data's). BERT itself (model.norm_position=post, as pretrain.hf imports it) n
 and the embeddings (ln_e) instead of the blocks' inputs, adds token type embeddings (wtt, model.type_vocab_size)
 and takes [MASK] from its tokenizer (model.mask_id). The masked-LM head is BERT's: Dense + GELU + LayerNorm,
 then the tied token embedding plus a bias.
-Parameter names: wte, wpe, wtt, ln_e, h_i/..., ln_f (the encoder, which a classifier keeps), mlm_* (the head).
+Parameter names: wte, wpe, wtt, ln_e, h_i/..., ln_f, pooler_dense (the encoder, which a classifier keeps),
+mlm_* (the head).
 """
 import dataclasses
 
@@ -35,9 +36,10 @@ def build(config, dataset, data_axis=None):
       raise ConfigError(f"model.mask_id={m.mask_id} is past the vocabulary ({c.vocab_size} ids); set it to the "
                         "tokenizer's [MASK] id, or -1 to add one")
     return BERT(dataclasses.replace(c, causal=False), mask_id=m.mask_id, random_ids=c.vocab_size,
-                type_vocab_size=m.type_vocab_size)
+                type_vocab_size=m.type_vocab_size, pooler=bool(m.pooler))
   return BERT(dataclasses.replace(c, causal=False, vocab_size=max(c.vocab_size, dataset.vocab_size + 1)),
-              mask_id=dataset.vocab_size, random_ids=dataset.vocab_size, type_vocab_size=m.type_vocab_size)
+              mask_id=dataset.vocab_size, random_ids=dataset.vocab_size, type_vocab_size=m.type_vocab_size,
+              pooler=bool(m.pooler))
 
 
 class Bias(nn.Module):
@@ -56,6 +58,7 @@ class BERT(gpt.GPT):
   mask_id: int
   random_ids: int = 0  # Masked-LM's random replacements are drawn from [0, random_ids); 0: [0, mask_id).
   type_vocab_size: int = 0  # Token type (segment) embeddings; 0: none.
+  pooler: bool = False  # BERT's pooler, dense + tanh on the [CLS] features, for classification (pool()).
   pretraining_only = ("^mlm_",)
 
   def setup(self):
@@ -66,6 +69,8 @@ class BERT(gpt.GPT):
                           param_dtype=c.param_dtype)
     if c.norm_position == "post":
       self.ln_e = nn.LayerNorm(epsilon=c.layer_norm_eps, use_bias=c.bias, dtype=c.dtype, param_dtype=c.param_dtype)
+    if self.pooler:
+      self.pooler_dense = nn.Dense(c.width, dtype=c.dtype, kernel_init=nn.initializers.normal(0.02))
     self.mlm_dense = nn.Dense(c.width, dtype=c.dtype, kernel_init=nn.initializers.normal(0.02))
     self.mlm_ln = nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=c.dtype)
     self.mlm_bias = Bias(c.vocab_size)
@@ -78,6 +83,16 @@ class BERT(gpt.GPT):
     elif token_types_BxT is not None:
       raise ValueError("this BERT has no token type embeddings (model.type_vocab_size=0)")
     return self.ln_e(x_BxTxD) if self.config.norm_position == "post" else x_BxTxD
+
+  def features(self, tokens_BxT, train: bool = False, token_types_BxT=None, **kwargs):
+    x_BxTxD = super().features(tokens_BxT, train, token_types_BxT=token_types_BxT, **kwargs)
+    if self.pooler and self.is_initializing():  # The pooler's parameters exist whichever head reads the features.
+      self.pool(x_BxTxD[:, 0])
+    return x_BxTxD
+
+  def pool(self, x_BxD):
+    """BERT's pooler on the [CLS] features, where it has one; the features as they are otherwise."""
+    return jnp.tanh(self.pooler_dense(x_BxD)) if self.pooler else x_BxD
 
   def __call__(self, tokens_BxT, train: bool = False, token_types_BxT=None):
     x_BxTxD = self.features(tokens_BxT, train, token_types_BxT=token_types_BxT)

@@ -9,7 +9,7 @@ attribute `pretraining_only` the regexes of parameters that only its pretraining
 import flax.linen as nn
 import jax.numpy as jnp
 
-POOLINGS = ("mean", "last", "first")
+POOLINGS = ("mean", "last", "first", "cls")
 
 
 def pool(features, pooling: str, positions_mask=None):
@@ -28,20 +28,30 @@ def pool(features, pooling: str, positions_mask=None):
       return x_BxNxD[:, -1]
     last_B = jnp.maximum(jnp.sum(positions_mask, axis=1).astype(jnp.int32) - 1, 0)
     return jnp.take_along_axis(x_BxNxD, last_B[:, None, None], axis=1)[:, 0]
-  if pooling == "first":
+  if pooling in ("first", "cls"):
     return x_BxNxD[:, 0]
   raise ValueError(f"unknown pooling {pooling!r}; known: {POOLINGS}")
 
 
 class Classifier(nn.Module):
-  """inputs -> class logits [B, C] (float32)."""
+  """inputs -> class logits [B, C] (float32).
+
+  pooling="cls" is BERT's: `cls_id` (the tokenizer's [CLS]) goes before every text, which gives up its last
+  token to keep its length, and the features at that position pass through the backbone's `pool` (BERT's
+  pooler: dense + tanh) when it has one."""
   backbone: nn.Module
   num_classes: int
   pooling: str = "mean"
+  cls_id: int = -1
 
   @nn.compact
   def __call__(self, inputs, train: bool = False, positions_mask=None):
+    if self.pooling == "cls":
+      inputs = jnp.concatenate([jnp.full_like(inputs[:, :1], self.cls_id), inputs[:, :-1]], axis=1)
+      positions_mask = None  # Position 0 is read, whatever follows.
     pooled_BxD = pool(self.backbone.features(inputs, train), self.pooling, positions_mask)
+    if self.pooling == "cls" and hasattr(self.backbone, "pool"):
+      pooled_BxD = self.backbone.pool(pooled_BxD)
     # A zero head starts every example at the uniform prediction (loss log C), whatever the features' scale.
     head = nn.Dense(self.num_classes, name="head", kernel_init=nn.initializers.zeros)
     return head(pooled_BxD.astype(jnp.float32)).astype(jnp.float32)

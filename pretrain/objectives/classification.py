@@ -33,7 +33,11 @@ def wrap(backbone, config, dataset):
     raise ConfigError(f"objective=classification needs labels, but dataset {dataset.name} has none; set "
                       "--config.data.label_field to the field of your records holding them (data.name=text), or "
                       "--config.data.name to a dataset with a label feature")
-  return classifier.Classifier(backbone, num_classes, head.pooling)
+  cls_id = getattr(config.model, "cls_id", -1)
+  if head.pooling == "cls" and not 0 <= cls_id < getattr(getattr(backbone, "config", None), "vocab_size", cls_id + 1):
+    raise ConfigError(f"model.head.pooling=cls puts the tokenizer's [CLS] before each text, but model.cls_id={cls_id}; "
+                      "import a BERT with its tokenizer (pretrain.hf import sets it) or set --config.model.cls_id")
+  return classifier.Classifier(backbone, num_classes, head.pooling, cls_id=cls_id)
 
 
 def loss(model, variables, batch, *, train, rng):
