@@ -35,8 +35,9 @@ from pretrain import configlib, data, models
 from pretrain.trainer import checkpoint, layout, optim, run_dir, step
 from pretrain.data import tokenizers
 from pretrain.errors import CheckpointError, ConfigError, DataError
+from pretrain.hf import files
+from pretrain.hf.files import WEIGHTS, WEIGHTS_INDEX, Reader
 
-WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"
 _MAX_LISTED = 8
 
 
@@ -76,62 +77,6 @@ def converter_for(hf: dict):
       return module
   known = ", ".join(t for module in converters() for t in module.MODEL_TYPES)
   raise ConfigError(f"config.json has model_type={kind!r}; pretrain.hf converts {known}")
-
-
-class Reader:
-  """Their tensors by name, read one at a time from the safetensors files in hf_dir as float32 numpy arrays.
-
-  The format is an 8-byte header length, a JSON header {name: {dtype, shape, data_offsets}}, then the raw
-  data: each tensor is read with one seek and read into memory Python returns to the system when it is
-  dropped, so reading holds one tensor beside the parameters already read."""
-  DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64}
-
-  def __init__(self, hf_dir: str):
-    index = os.path.join(hf_dir, WEIGHTS_INDEX)
-    if os.path.isfile(index):
-      files = sorted(set(json.load(open(index))["weight_map"].values()))
-    elif os.path.isfile(os.path.join(hf_dir, WEIGHTS)):
-      files = [WEIGHTS]
-    else:
-      found = ", ".join(sorted(os.listdir(hf_dir))) if os.path.isdir(hf_dir) else "nothing"
-      raise CheckpointError(f"{hf_dir} has no {WEIGHTS} (found: {found}); only safetensors are read, never pickle: "
-                            "save the model with save_pretrained(DIR, safe_serialization=True)")
-    self._where = {}
-    for name in files:
-      path = os.path.join(hf_dir, name)
-      try:
-        with open(path, "rb") as f:
-          size = int.from_bytes(f.read(8), "little")
-          header = json.loads(f.read(size))
-      except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a safetensors file ({e}); save the model again with save_pretrained"
-                              ) from None
-      header.pop("__metadata__", None)
-      self._where.update({key: (path, 8 + size, info) for key, info in header.items()})
-
-  def names(self) -> list[str]:
-    return sorted(self._where)
-
-  def shape(self, name: str) -> tuple:
-    return tuple(self._where[name][2]["shape"])
-
-  def get(self, name: str) -> np.ndarray:
-    path, start, info = self._where[name]
-    if info["dtype"] == "BF16":
-      import ml_dtypes  # JAX's own dependency.
-      dtype = ml_dtypes.bfloat16
-    elif info["dtype"] in self.DTYPES:
-      dtype = self.DTYPES[info["dtype"]]
-    else:
-      raise CheckpointError(f"{path}: {name} is {info['dtype']}; weights are read from F32, BF16, F16 or F64")
-    begin, end = info["data_offsets"]
-    with open(path, "rb") as f:
-      f.seek(start + begin)
-      raw = f.read(end - begin)
-    return np.frombuffer(raw, dtype).reshape(info["shape"]).astype(np.float32)
-
-  def close(self):
-    pass
 
 
 def model_of(config):
@@ -218,10 +163,11 @@ def to_params(reader: Reader, config, module, may_be_fresh=(), what="the weights
   return _nested(flat), fresh
 
 
-def from_params(params: dict, m, module) -> dict[str, np.ndarray]:
-  """Our parameter tree -> their tensors, by the converter's links."""
+def from_params(params: dict, m, module) -> list[tuple[str, tuple, object]]:
+  """Our parameter tree -> their tensors, by the converter's links: (name, shape, () -> float32 array), each
+  array made only when it is written."""
   flat = _flat(params)
-  tensors = {}
+  tensors = []
   for link in module.links(m):
     sibling = link.ours.rsplit("/", 1)[0] + "/" + ("scale" if link.ours.rsplit("/", 2)[-2].startswith("ln") else "kernel")
     if link.ours not in flat and link.ours.endswith("/bias") and sibling in flat:  # Zero biases compute the same.
@@ -229,10 +175,14 @@ def from_params(params: dict, m, module) -> dict[str, np.ndarray]:
     if link.ours not in flat:
       raise CheckpointError(f"the checkpoint has no parameter {link.ours}; it does not hold the model its config.json "
                             "describes")
-    value = np.asarray(flat[link.ours], np.float32)
-    parts = np.split(value, np.cumsum(link.sizes)[:-1], axis=-1) if len(link.theirs) > 1 else [value]
-    for name, part in zip(link.theirs, parts):
-      tensors[module.stored_name(name)] = np.ascontiguousarray(part.T if link.transpose else part)
+    shape, starts = np.shape(flat[link.ours]), np.cumsum((0, *link.sizes))
+    for i, name in enumerate(link.theirs):
+      cut = (slice(None),) * (len(shape) - 1) + ((slice(starts[i], starts[i + 1]),) if len(link.theirs) > 1 else ())
+      part_shape = (*shape[:-1], link.sizes[i]) if len(link.theirs) > 1 else shape
+      make = (lambda value=flat[link.ours], cut=cut, transpose=link.transpose:
+              np.asarray(value[cut] if cut else value, np.float32).T if transpose else
+              np.asarray(value[cut] if cut else value, np.float32))
+      tensors.append((module.stored_name(name), part_shape[::-1] if link.transpose else part_shape, make))
   return tensors
 
 
@@ -349,7 +299,6 @@ def exporter_for(m):
 def export_hf(workdir: str, hf_dir: str, at_step: int | None = None) -> str:
   """Writes the model of `workdir` as a Transformers directory (config.json + model.safetensors, the tokenizer
   files); returns its model_type."""
-  from safetensors.numpy import save_file
   from pretrain.models import lora
   config, params, _ = restore(workdir, at_step)
   m = config.model
@@ -366,7 +315,7 @@ def export_hf(workdir: str, hf_dir: str, at_step: int | None = None) -> str:
   hf = module.hf_config(m, specials)
   with open(os.path.join(hf_dir, "config.json"), "w") as f:
     json.dump(hf, f, indent=2)
-  save_file(from_params(params, m, module), os.path.join(hf_dir, WEIGHTS), metadata={"format": "pt"})
+  files.write(os.path.join(hf_dir, WEIGHTS), from_params(params, m, module))
   return hf["model_type"]
 
 
