@@ -31,12 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pretrain import configlib, data, models
-from pretrain.trainer import checkpoint, layout, optim, run_dir, step
+from pretrain import configlib, data, models, tree
+from pretrain.trainer import checkpoint, layout, run_dir, step
 from pretrain.data import tokenizers
 from pretrain.errors import CheckpointError, ConfigError, DataError
 from pretrain.hf import files
 from pretrain.hf.files import WEIGHTS, WEIGHTS_INDEX, Reader
+from pretrain.models import lora
 
 _MAX_LISTED = 8
 
@@ -93,21 +94,6 @@ def abstract_params(config) -> dict:
   return jax.eval_shape(lambda: _init(config, jax.random.key(0)))
 
 
-def _flat(tree) -> dict:
-  return {optim.param_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def _nested(flat: dict) -> dict:
-  tree = {}
-  for name, value in flat.items():
-    *parents, leaf = name.split("/")
-    node = tree
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return tree
-
-
 def _their_name(reader_names, name, module):
   """Their tensor as stored: with or without the model's prefix (transformer., model., bert.)."""
   for candidate in (name, *(p + name for p in module.PREFIXES)):
@@ -120,7 +106,7 @@ def to_params(reader: Reader, config, module, may_be_fresh=(), what="the weights
   """Our parameter tree (float32 JAX arrays), read tensor by tensor after every name and shape has been checked
   against the model config.model builds; parameters matching `may_be_fresh` regexes may be absent from the
   files (they keep a fresh init). Returns (params, names of the fresh ones)."""
-  expected = _flat(abstract_params(config))
+  expected = tree.flat(abstract_params(config))
   names = set(reader.names())
   links, problems, used = module.links(config.model), [], set()
   for link in links:
@@ -156,17 +142,17 @@ def to_params(reader: Reader, config, module, may_be_fresh=(), what="the weights
     flat[link.ours] = jax.device_put(np.ascontiguousarray(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)))
     del parts
   if fresh:  # A fresh init in the right shapes, for the parameters their model does not have (BERT's MLM head).
-    initial = _flat(jax.jit(lambda k: _init(config, k))(jax.random.key(config.seed)))
+    initial = tree.flat(jax.jit(lambda k: _init(config, k))(jax.random.key(config.seed)))
     flat.update({name: initial[name] for name in fresh})
   missing = sorted(set(expected) - set(flat))
   fail("no tensor maps onto these parameters (a converter bug)", missing)
-  return _nested(flat), fresh
+  return tree.nested(flat), fresh
 
 
 def from_params(params: dict, m, module) -> list[tuple[str, tuple, object]]:
   """Our parameter tree -> their tensors, by the converter's links: (name, shape, () -> float32 array), each
   array made only when it is written."""
-  flat = _flat(params)
+  flat = tree.flat(params)
   tensors = []
   for link in module.links(m):
     sibling = link.ours.rsplit("/", 1)[0] + "/" + ("scale" if link.ours.rsplit("/", 2)[-2].startswith("ln") else "kernel")
@@ -275,8 +261,8 @@ def restore(workdir: str, at_step: int | None = None) -> tuple[object, dict, int
   its optimizer state."""
   config = run_dir.saved_config(workdir)
   directory = layout.checkpoints(os.path.abspath(workdir))
-  chosen, tree = checkpoint.saved_tree(directory, run_dir.checkpoint_step(workdir, at_step))
-  target = {"params": jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), tree["params"])}
+  chosen, saved = checkpoint.saved_tree(directory, run_dir.checkpoint_step(workdir, at_step))
+  target = {"params": jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), saved["params"])}
   return config, checkpoint.restore_subtree(directory, chosen, target)["params"], chosen
 
 
@@ -299,13 +285,11 @@ def exporter_for(m):
 def export_hf(workdir: str, hf_dir: str, at_step: int | None = None) -> str:
   """Writes the model of `workdir` as a Transformers directory (config.json + model.safetensors, the tokenizer
   files); returns its model_type."""
-  from pretrain.models import lora
   config, params, _ = restore(workdir, at_step)
   m = config.model
   module = exporter_for(m)
   params = lora.merge(params, m.lora)
-  shapes = abstract_params_of(params)
-  m.vocab_size = shapes.get("wte/embedding", (m.vocab_size,))[0]
+  m.vocab_size = tree.shapes(params).get("wte/embedding", (m.vocab_size,))[0]
   specials = {}
   os.makedirs(hf_dir, exist_ok=True)
   if config.data.tokenizer == "file" and config.data.tokenizer_path:
@@ -317,7 +301,3 @@ def export_hf(workdir: str, hf_dir: str, at_step: int | None = None) -> str:
     json.dump(hf, f, indent=2)
   files.write(os.path.join(hf_dir, WEIGHTS), from_params(params, m, module))
   return hf["model_type"]
-
-
-def abstract_params_of(params) -> dict:
-  return {name: tuple(leaf.shape) for name, leaf in _flat(params).items()}
