@@ -320,3 +320,39 @@ def test_imported_bert_fine_tunes_as_a_classifier_on_cls(tmp_path):
            "--config.optim.lr=2e-3", "--config.optim.warmup_steps=5")
   val = read_metrics(tmp_path / "cls", "val")[-1]
   assert val["accuracy"] > 0.8  # The two texts differ in every window.
+
+
+def test_llama_config_trains_and_exports_to_transformers(tmp_path):
+  """configs/llama_shakespeare.py: a few steps from scratch, then export; Transformers computes our logits."""
+  text = tmp_path / "text.txt"
+  text.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 60)
+  run_main("--config", os.path.join(ROOT, "configs/llama_shakespeare.py:cpu"), "--workdir", tmp_path / "w",
+           f"--config.data.path={text}", "--config.train.steps=10", "--config.train.eval_every=10",
+           "--config.train.checkpoint_every=10", "--config.eval.batches=1", "--config.model.dtype=float32",
+           "--config.parallel.strategy=single", "--config.parallel.cpu_devices=0")
+  run_main("export", "--workdir", tmp_path / "w", "--hf-dir", tmp_path / "hf", module="pretrain.hf")
+  assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "llama"
+  config, params, _ = hf.restore(str(tmp_path / "w"))
+  config.model.vocab_size = params["wte"]["embedding"].shape[0]  # 0 in the config: the data's.
+  tokens = np.random.default_rng(0).integers(0, config.model.vocab_size, (2, config.model.context))
+  back = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+  assert np.abs(check.our_logits(config, params, tokens) - _logits(back, tokens)).max() <= 1e-4
+
+
+def test_imported_bert_continues_masked_lm_pretraining(tmp_path):
+  bert = _perturbed(transformers.BertForMaskedLM(transformers.BertConfig(**SMALL, hidden_dropout_prob=0.0)))
+  tok = _save(bert, tmp_path / "hf", specials=("[MASK]",))
+  (tmp_path / "hf" / "special_tokens_map.json").write_text(json.dumps({"mask_token": "[MASK]"}))
+  run_main("import", "--hf-dir", tmp_path / "hf", "--workdir", tmp_path / "bert", module="pretrain.hf")
+  text = tmp_path / "text.txt"
+  text.write_text("the cat sat on the mat and the dog ran\n" * 200)
+  tokenizer = run_dir.saved_config(str(tmp_path / "bert")).data.tokenizer_path
+  run_main("--config", os.path.join(ROOT, "configs/bert_shakespeare.py:cpu"), "--workdir", tmp_path / "mlm",
+           f"--config.init.workdir={tmp_path / 'bert'}", f"--config.data.path={text}", "--config.data.tokenizer=file",
+           f"--config.data.tokenizer_path={tokenizer}", "--config.train.steps=20", "--config.train.eval_every=20",
+           "--config.train.checkpoint_every=20", "--config.train.log_every=10", "--config.eval.batches=2",
+           "--config.train.batch_size=8")
+  saved = run_dir.saved_config(str(tmp_path / "mlm"))
+  assert (saved.model.mask_id, saved.model.vocab_size) == (tok.token_to_id("[MASK]"), V)  # The model's vocabulary, kept.
+  losses = [r["loss"] for r in read_metrics(tmp_path / "mlm", "train")]
+  assert np.isfinite(losses).all() and losses[-1] < losses[0]
