@@ -171,6 +171,12 @@ def get_config(variant=None):
   # data): e.g. "novels:path=/data/novels.txt" or "test:val_split=test". Each one's validation split is scored and
   # logged as split NAME; its token ids must mean what the training data's do (same tokenizer and vocabulary).
   c.eval.extra = ()
+  # lm-evaluation-harness tasks scored at every evaluation of a next-token run (pip install -e '.[eval]'), logged in the
+  # val row as harness/TASK/METRIC: lm-eval's names (e.g. "hellaswag") or your own from eval.harness_include_path.
+  c.eval.harness_tasks = ()
+  c.eval.harness_limit = 0  # At most this many documents per task at each evaluation (a fraction if below 1); 0: all.
+  c.eval.harness_include_path = ""  # A folder of your own lm-eval task YAML files (offline: dataset_path json).
+  c.eval.harness_batch_size = 16  # Rows per forward pass of the harness.
 
   c.log = ml_collections.ConfigDict()  # Where metrics go besides DIR/metrics.jsonl and DIR/tensorboard.
   c.log.wandb_project = placeholder(str)  # Set: Weights & Biases too (pip install -e '.[wandb]'); the run id is kept in DIR/wandb_run_id.

@@ -30,6 +30,7 @@ FLAGS = flags.FLAGS
 
 # (metric, column title): a column appears when some run has the metric.
 COLUMNS = (("val.loss", "val loss (nats/token)"), ("val.bits_per_token", "val bits/token"),
+           ("val.bits_per_byte", "val bits/byte"),
            ("val.bits_above_entropy", "bits/token above entropy"), ("val.bits_above_best", "bits/token above best"),
            ("val.accuracy", "val accuracy"), ("val.macro_f1", "val macro-F1"),
            ("train.loss", "train loss"), ("wall_s", "wall time (s)"))
@@ -131,7 +132,7 @@ def write(out: str, workdirs: list[str], *, keys: list[str] | None = None, metri
     raise PretrainError(f"none of the {len(entries)} workdirs has finished training; nothing to report yet")
   keys = swept_keys(done) if keys is None else list(keys)
   groups = group(done, keys)
-  columns = [(m, title) for m, title in COLUMNS + _f1_columns(done) + _extra_eval_columns(done)
+  columns = [(m, title) for m, title in COLUMNS + _f1_columns(done) + _harness_columns(done) + _extra_eval_columns(done)
              if any(e.final(m) is not None for e in done)]
   if metric not in [m for m, _ in columns]:
     if all(e.final(metric) is None for e in done):
@@ -189,6 +190,16 @@ def _f1_columns(entries, most: int = 10) -> tuple:
     for row in entry.rows:
       names += [k[3:] for k in row if k.startswith("f1/") and row.get("split") == "val" and k[3:] not in names]
   return tuple((f"val.f1/{n}", f"val F1 {n}") for n in names) if len(names) <= most else ()
+
+
+def _harness_columns(entries) -> tuple:
+  """(val.harness/TASK/METRIC, title) for the lm-eval scores the runs logged at evaluations (eval.harness_tasks)."""
+  names = []
+  for entry in entries:
+    for row in entry.rows:
+      names += [k for k in row if k.startswith("harness/") and "_stderr" not in k and row.get("split") == "val"
+                and k not in names]
+  return tuple((f"val.{n}", n.removeprefix("harness/")) for n in names)
 
 
 def _confusion_sections(groups, keys) -> list[str]:

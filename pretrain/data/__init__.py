@@ -24,7 +24,7 @@ from pretrain.data.batching import (Joined, Records, Rows, TokenStream, Windows,
                                     num_eval_batches, prefetched, train_batch)
 from pretrain.errors import ConfigError, DataError
 
-__all__ = ["Dataset", "load", "check", "train_batch", "eval_batch", "eval_batches", "num_eval_batches", "prefetched",
+__all__ = ["Dataset", "load", "check", "token_bytes", "train_batch", "eval_batch", "eval_batches", "num_eval_batches", "prefetched",
            "TokenStream", "Records", "Joined", "Rows", "Windows"]
 
 
@@ -146,3 +146,15 @@ def labeled_subset(dataset: Dataset, per_class: int, seed: int) -> Records:
                       f"training examples; use at most {len(members)} or 0 to keep all")
     chosen.append(np.random.default_rng([seed, c, 2]).permutation(members)[:per_class])
   return train.subset(np.sort(np.concatenate(chosen)))
+
+
+def token_bytes(dataset) -> np.ndarray | None:
+  """[vocab_size] UTF-8 bytes each token id covers, for text read by a tokenizer (None otherwise: images, the
+  Markov source's symbols). Bits per byte compares models across tokenizers; ids past the tokenizer's (a
+  padded vocabulary, a BOS) cover none."""
+  if getattr(dataset, "tokenizer", None) is None:
+    return None
+  table = np.zeros(dataset.vocab_size, np.int32)
+  own = dataset.tokenizer.token_bytes()[:dataset.vocab_size]
+  table[:len(own)] = own
+  return table

@@ -104,6 +104,11 @@ class _Tokenizer(abc.ABC):
     """The text of `ids`."""
 
   @abc.abstractmethod
+  def token_bytes(self) -> np.ndarray:
+    """The UTF-8 bytes of text each id stands for ([vocab_size] int32; 0 for end of text and special tokens):
+    what bits per byte divides by."""
+
+  @abc.abstractmethod
   def describe(self) -> dict:
     """What the ids mean, as JSON: compared between pretraining and fine-tuning."""
 
@@ -132,6 +137,9 @@ class ByteTokenizer(_Tokenizer):
         out += [run.decode("utf-8", errors="replace"), END_OF_TEXT]
         run = bytearray()
     return "".join(out) + run.decode("utf-8", errors="replace")
+
+  def token_bytes(self):
+    return np.array([1] * 256 + [0] * (self.vocab_size - 256), np.int32)
 
   def describe(self):
     return {"ids": "bytes", "end_of_text": self.end_of_text}
@@ -169,6 +177,10 @@ class CharTokenizer(_Tokenizer):
   def decode(self, ids) -> str:
     return "".join(self.chars[i] if i < len(self.chars) else END_OF_TEXT if i == self.end_of_text else ""
                    for i in map(int, ids))
+
+  def token_bytes(self):
+    return np.array([len(c.encode("utf-8", "surrogatepass")) for c in self.chars] + [0] * bool(self.end_of_text),
+                    np.int32)
 
   def describe(self):
     return {"ids": "characters", "characters": self.chars, "end_of_text": self.end_of_text}
@@ -230,8 +242,44 @@ class FileTokenizer(_Tokenizer):
         run.append(i)
     return END_OF_TEXT.join(self._tok.decode(r, skip_special_tokens=False) for r in [*runs, run])
 
+  def token_bytes(self):
+    """Byte-level BPE (GPT-2, Llama 3, Qwen2): each character of a token's string is one byte. Otherwise
+    (SentencePiece, WordPiece) the UTF-8 length of its text, '<0xNN>' byte tokens one byte, the word-start
+    marker a space, '##' nothing. Special tokens and our own end of text cover none."""
+    byte_level = type(self._tok.decoder).__name__ == "ByteLevel"
+    special = {i for i, t in self._tok.get_added_tokens_decoder().items() if t.special}
+    out = np.zeros(self.vocab_size, np.int32)
+    for i in range(self._size):
+      token = self._tok.id_to_token(i)
+      if token is None or i in special:
+        continue
+      if byte_level:
+        out[i] = len(token)
+      elif len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+        out[i] = 1
+      else:
+        out[i] = len(token.removeprefix("##").replace("\u2581", " ").encode("utf-8"))
+    return out
+
   def describe(self):
     return {"ids": "tokenizer file", "digest": digest(self.path), "end_of_text": self.end_of_text}
+
+
+def described(vocabulary: dict | None, config) -> _Tokenizer:
+  """The tokenizer a run's dataset.json `vocabulary` describes (its ids, characters, end of text), without
+  reading its data; a run without one (pretrain.hf import) reads config.data.tokenizer(_path)."""
+  if vocabulary is None:
+    if config.data.tokenizer != "file":
+      raise DataError("the run has no dataset.json saying what its token ids mean, and data.tokenizer is not "
+                      "file; evaluate a run of pretrain.main, or an import with its tokenizer")
+    return FileTokenizer(config.data.tokenizer_path)
+  eot = vocabulary.get("end_of_text") is not None
+  kind = vocabulary.get("ids")
+  if kind == "bytes":
+    return ByteTokenizer(eot)
+  if kind == "characters":
+    return CharTokenizer(vocabulary["characters"], eot)
+  return FileTokenizer(config.data.tokenizer_path, eot)
 
 
 def make(kind: str, *, chars: str | None = None, path: str | None = None, end_of_text: bool = False) -> _Tokenizer:

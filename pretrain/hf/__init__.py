@@ -25,7 +25,6 @@ import json
 import os
 import re
 import shutil
-import types
 
 import jax
 import jax.numpy as jnp
@@ -82,7 +81,7 @@ def converter_for(hf: dict):
 
 def model_of(config):
   """The family's network for config.model, without data: the vocabulary size is config.model.vocab_size."""
-  return models.family(config).build(config, types.SimpleNamespace(vocab_size=config.model.vocab_size, padded=False))
+  return run_dir.family_model(config, config.model.vocab_size)
 
 
 def _init(config, key):
@@ -256,14 +255,7 @@ def import_hf(hf_dir: str, workdir: str, config=None, log=print):
   return config
 
 
-def restore(workdir: str, at_step: int | None = None) -> tuple[object, dict, int]:
-  """(saved config, parameters as numpy arrays, step) of a run directory, reading neither its dataset nor
-  its optimizer state."""
-  config = run_dir.saved_config(workdir)
-  directory = layout.checkpoints(os.path.abspath(workdir))
-  chosen, saved = checkpoint.saved_tree(directory, run_dir.checkpoint_step(workdir, at_step))
-  target = {"params": jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), saved["params"])}
-  return config, checkpoint.restore_subtree(directory, chosen, target)["params"], chosen
+restore = run_dir.restore_params
 
 
 def exporter_for(m):

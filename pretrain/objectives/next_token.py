@@ -14,7 +14,10 @@ def loss(model, variables, batch, *, train, rng):
   logits_BxTxV, model_state = apply(model, variables, tokens_BxT1[:, :-1], train=train, rng=rng)
   nll_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, tokens_BxT1[:, 1:])
   w_BxT = token_weights(batch, tokens_BxT1)[:, 1:]
-  return {"loss_sum": jnp.sum(nll_BxT * w_BxT), "count": jnp.sum(w_BxT)}, model_state
+  sums = {"loss_sum": jnp.sum(nll_BxT * w_BxT), "count": jnp.sum(w_BxT)}
+  if "token_bytes" in batch:  # Evaluation of text: the UTF-8 bytes the scored tokens cover, for bits per byte.
+    sums["bytes"] = jnp.sum(batch["token_bytes"][:, 1:] * w_BxT)
+  return sums, model_state
 
 
 def summarize(out: dict, dataset, whole_split: bool) -> dict:

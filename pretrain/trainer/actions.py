@@ -10,7 +10,7 @@ import time
 import jax
 import numpy as np
 
-from pretrain.trainer import guards, metrics
+from pretrain.trainer import guards, harness, metrics
 from pretrain.errors import PretrainError
 
 
@@ -129,6 +129,7 @@ class Evaluate(Periodic):
     self.run, self.eval_fn, self.stop = run, eval_fn, stop
     self.splits = tuple(name for name, _ in run.eval_sets)
     self.final = None  # The newest val metrics.
+    self.benchmarks = harness.InLoop(run) if run.config.eval.harness_tasks else None
 
   def __call__(self, step, state) -> bool:
     for name, dataset in self.run.eval_sets:
@@ -137,11 +138,19 @@ class Evaluate(Periodic):
         return False
       if step != self.last_step:  # The confusion matrix is the final evaluation's.
         out = {k: v for k, v in out.items() if k not in ("confusion", "labels")}
+      if name == "val" and self.benchmarks is not None:  # lm-eval's scores join the val row.
+        out.update(self.benchmarks(state))
       self.run.writer.write(step, name, out)
       label = "val" if name == "val" else f"{name} (eval.extra)"
       self.run.writer.console(f"step {step:>6} | {label} loss {out['loss']:.4f} ± {out['loss_sem']:.4f} | "
-                              f"{out['bits_per_token']:.4f} bits/token{metrics.describe_eval(out)}")
+                              f"{out['bits_per_token']:.4f} bits/token"
+                              f"{' | %.4f bits/byte' % out['bits_per_byte'] if 'bits_per_byte' in out else ''}"
+                              f"{metrics.describe_eval(out)}")
       if name == "val":
+        if self.benchmarks is not None:
+          self.run.writer.console(f"step {step:>6} | " + " | ".join(
+              f"{k.removeprefix('harness/')} {v:.4f}" for k, v in out.items()
+              if k.startswith("harness/") and "_stderr" not in k))
         self.final = out
     return True
 

@@ -30,6 +30,13 @@ def summarize_eval(per_batch: list[dict]) -> dict:
   for key, value in per_batch[0].items():  # Sums with a shape (a confusion matrix) are added as they are.
     if np.ndim(value) >= 1:
       out[key] = np.sum([np.asarray(b[key]) for b in per_batch], axis=0)
+  if "bytes" in per_batch[0]:  # Text: nats over ln 2 over the UTF-8 bytes the scored tokens cover.
+    total_bytes = sum(float(b["bytes"]) for b in per_batch)
+    per_byte = np.array([float(b["loss_sum"]) / float(b["bytes"]) for b in per_batch if float(b["bytes"]) > 0])
+    out["bits_per_byte"] = loss_sum / max(total_bytes, 1.0) / math.log(2)
+    out["bits_per_byte_sem"] = (float(per_byte.std(ddof=1) / math.sqrt(len(per_byte))) / math.log(2)
+                                if len(per_byte) > 1 else 0.0)
+    out["bytes"] = total_bytes
   if "correct" in per_batch[0]:
     out["accuracy"] = sum(float(b["correct"]) for b in per_batch) / max(count, 1.0)
   if "images" in per_batch[0]:  # Image likelihoods: count is sub-pixels, so bits/token is bits/dim.

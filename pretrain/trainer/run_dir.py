@@ -8,9 +8,12 @@ the state's abstract shape from an example batch (nothing is allocated until a s
 import dataclasses
 import functools
 import json
+import os
+import types
 from typing import Callable
 
 import jax
+import numpy as np
 
 from pretrain import configlib, data, models, objectives, plugins, storage
 from pretrain.models import lora
@@ -61,6 +64,13 @@ def build_model(config, dataset, data_axis=None, family=None, objective=None):
   backbone = family.build(config, dataset, data_axis)
   wrap = getattr(objective, "wrap", None)
   return lora.wrap(wrap(backbone, config, dataset) if wrap else backbone, config)
+
+
+def family_model(config, vocab_size: int):
+  """The family's network for a vocabulary of `vocab_size`, without data, an objective's wrapper or LoRA
+  adapters: what converters and benchmark harnesses apply to a checkpoint's parameters (adapters merged in
+  first, lora.merge)."""
+  return models.family(config).build(config, types.SimpleNamespace(vocab_size=vocab_size, padded=False))
 
 
 def build(config, dataset=None, data_axis=None, batch_size: int = 1) -> Parts:
@@ -155,6 +165,16 @@ def load(workdir: str, at_step: int | None = None, config=None, parts: Parts | N
   return LoadedRun(parts, state.params, chosen, state.model_state)
 
 
+def restore_params(workdir: str, at_step: int | None = None) -> tuple[object, dict, int]:
+  """(saved config, parameters as numpy arrays, step) of a run directory, reading neither its dataset nor
+  its optimizer state."""
+  config = saved_config(workdir)
+  directory = layout.checkpoints(os.path.abspath(workdir))
+  chosen, saved = checkpoint.saved_tree(directory, checkpoint_step(workdir, at_step))
+  target = {"params": jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), saved["params"])}
+  return config, checkpoint.restore_subtree(directory, chosen, target)["params"], chosen
+
+
 # ------------------------------------------------------------------------------------------- evaluation
 
 
@@ -167,9 +187,14 @@ def evaluate(parts: Parts, eval_fn, state, *, batch_size: int, max_batches: int,
   processes may synchronise on it at this batch, every `agree_every` batches)."""
   dataset = dataset or parts.dataset
   kw = dict(batch_size=batch_size, seq_len=parts.seq_len, max_batches=max_batches)
-  batches = data.prefetched(lambda b: data.eval_batch(dataset.val, b, process_index=process_index,
-                                                      process_count=process_count, **kw),
-                            range(data.num_eval_batches(dataset.val, **kw)), prefetch)
+  table = data.token_bytes(dataset)
+
+  def batch(b):
+    out = data.eval_batch(dataset.val, b, process_index=process_index, process_count=process_count, **kw)
+    if table is not None and "tokens" in out:  # The UTF-8 bytes each token covers, for bits per byte.
+      out["token_bytes"] = table[out["tokens"]]
+    return out
+  batches = data.prefetched(batch, range(data.num_eval_batches(dataset.val, **kw)), prefetch)
   sums = []
   for i, batch in enumerate(batches):
     if stop(i % agree_every == 0):
