@@ -123,7 +123,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def write(out: str, workdirs: list[str], *, keys: list[str] | None = None, metric: str = "val.loss",
-          command: str | None = None, failures=(), target: float | None = None) -> str:
+          command: str | None = None, failures=(), target: float | None = None, sort: bool = False) -> str:
   """Writes report.md, report.csv and the PNG plots into `out`; returns the path of report.md. `keys` are
   the swept keys (a sweep knows them); by default, those whose values differ across the runs."""
   entries = [load(w) for w in workdirs]
@@ -132,6 +132,10 @@ def write(out: str, workdirs: list[str], *, keys: list[str] | None = None, metri
     raise PretrainError(f"none of the {len(entries)} workdirs has finished training; nothing to report yet")
   keys = swept_keys(done) if keys is None else list(keys)
   groups = group(done, keys)
+  if sort:  # Best first by `metric` (lowest, or highest where higher is better: accuracy, F1, harness scores).
+    higher = any(word in metric for word in ("accuracy", "f1", "harness/"))
+    mean = lambda runs: mean_std([v for v in (e.final(metric) for e in runs) if v is not None] or [math.nan])[0]
+    groups = sorted(groups, key=lambda g: (math.isnan(mean(g[1])), -mean(g[1]) if higher else mean(g[1])))
   columns = [(m, title) for m, title in COLUMNS + _f1_columns(done) + _harness_columns(done) + _extra_eval_columns(done)
              if any(e.final(m) is not None for e in done)]
   if metric not in [m for m, _ in columns]:
@@ -340,7 +344,7 @@ def main(argv):
   workdirs = find_workdirs(argv[1:])
   local = [w for w in workdirs if not storage.is_remote(w)]  # The report itself is written locally.
   out = FLAGS.out or (os.path.commonpath([os.path.dirname(os.path.abspath(w)) for w in local]) if local else "report")
-  path = write(out, workdirs, metric=FLAGS.metric, target=FLAGS.target)
+  path = write(out, workdirs, metric=FLAGS.metric, target=FLAGS.target, sort=FLAGS.sort)
   print(open(path).read())
   print(f"report: {path}, {os.path.join(out, 'report.csv')} and plots")
 
@@ -350,6 +354,8 @@ def define_flags():
   flags.DEFINE_string("out", None, "Folder for report.md, report.csv and the plots; default: the workdirs' parent.")
   flags.DEFINE_string("metric", "val.loss", "Final metric plotted against each swept value: SPLIT.KEY of "
                       "metrics.jsonl (e.g. val.bits_above_entropy) or wall_s.")
+  flags.DEFINE_bool("sort", False, "Order the table's settings by --metric, best first (e.g. --metric "
+                    "val.bits_per_byte --sort).")
   flags.DEFINE_float("target", None, "A val loss: report the steps and training seconds each run took to reach it.")
 
 

@@ -165,3 +165,24 @@ def test_benchmarks_in_the_loop(run, tmp_path):
   assert all(0 <= r["harness/tiny_mc/acc"] <= 1 and r["harness/tiny_ppl/bits_per_byte"] > 0 for r in val)
   run_main(tmp_path / "w", "--out", tmp_path / "report", module="pretrain.report")
   assert "tiny_ppl/bits_per_byte" in (tmp_path / "report" / "report.md").read_text()
+  # Sorted by bits per byte, best first: the module's run (20 steps) before this one (10).
+  run_main(run / "w", tmp_path / "w", "--out", tmp_path / "sorted", "--metric", "val.bits_per_byte", "--sort",
+           module="pretrain.report")
+  import csv
+  rows = list(csv.DictReader(open(tmp_path / "sorted" / "report.csv")))
+  values = [float(r["val.bits_per_byte_mean"]) for r in rows]
+  assert len(values) == 2 and values == sorted(values)
+
+
+def test_generate_until_continues_greedily_and_cuts_at_the_stop(run):
+  pytest.importorskip("lm_eval")
+  from pretrain.models import generation
+  scorer = harness.load_scorer(str(run / "w"), batch_size=4)
+
+  class Request:
+    args = ("hear me", {"until": ["."], "max_gen_toks": 12})  # Prompt and new tokens fit the context.
+  out, = harness.lm(scorer).generate_until([Request()])
+  ids = generation.generate(scorer.model, scorer.params, [scorer.encode(Request.args[0])], max_new_tokens=12,
+                            temperature=0).tokens[0]
+  assert out == scorer.tokenizer.decode(ids).split(".")[0]
+  assert "." not in out and len(out) <= 12
