@@ -10,7 +10,8 @@ keep their last tokens, and rolling loglikelihoods score a document in disjoint 
 --batch_size rows padded to the next power of two (at least 16, at most the context), so a few compiled
 shapes serve a whole task. Generation goes through pretrain.sample's KV-cached loop (pretrain/models/generation.py).
 
-The model computes in float32 whatever model.dtype the run trained in; LoRA adapters are merged first.
+pretrain.harness computes in float32 whatever model.dtype the run trained in, with LoRA adapters merged; the loop
+scores its model as it trains (its dtype, adapters applied).
 """
 import math
 
@@ -18,10 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pretrain.models import generation
 from pretrain.data import tokenizers
 from pretrain.errors import ConfigError, DataError
-from pretrain.models import lora
+from pretrain.models import generation, lora
 from pretrain.trainer import run_dir
 
 MIN_BUCKET = 16
