@@ -215,10 +215,12 @@ class FileTokenizer(_Tokenizer):
     self._size = self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
     # Documents end with <|endoftext|> (GPT-2, Qwen2), else the tokenizer's declared end of sequence (Llama's
     # </s> or <|end_of_text|>), else an id of our own past the file's.
-    own = self._tok.token_to_id(END_OF_TEXT)
-    if own is None and declared_tokens(self.files[0]).get("eos"):
-      own = self._tok.token_to_id(declared_tokens(self.files[0])["eos"])
+    self.own_end_of_text = self._tok.token_to_id(END_OF_TEXT)  # The file's own id for it (None: it has none).
+    if self.own_end_of_text is None:
+      eos = declared_tokens(self.files[0]).get("eos")
+      self.own_end_of_text = self._tok.token_to_id(eos) if eos else None
     if end_of_text:
+      own = self.own_end_of_text
       self.end_of_text = own if own is not None else self._size
       self.vocab_size = max(self._size, self.end_of_text + 1)
 

@@ -105,12 +105,9 @@ class Scorer:
 def prefix_id(tokenizer) -> int:
   """What an empty context and a document's first window condition on: the end-of-text token (the data's, else
   a tokenizer file's own <|endoftext|> or declared end of sequence), else a newline."""
-  if tokenizer.end_of_text is not None:
-    return tokenizer.end_of_text
-  if isinstance(tokenizer, tokenizers.FileTokenizer):
-    for token in (tokenizers.END_OF_TEXT, tokenizers.declared_tokens(tokenizer.files[0]).get("eos")):
-      if token and tokenizer.token_id(token) is not None:
-        return tokenizer.token_id(token)
+  for end in (tokenizer.end_of_text, getattr(tokenizer, "own_end_of_text", None)):
+    if end is not None:
+      return end
   newline = tokenizer.encode("\n")
   if len(newline) == 1:
     return int(newline[0])
@@ -128,10 +125,11 @@ def load_scorer(workdir: str, batch_size: int, at_step: int | None = None) -> Sc
   params = lora.merge(params, config.model.lora)
   config.model.dtype = "float32"
   config.model.remat = "none"
-  vocab_size = config.model.vocab_size or run_dir.saved_dataset(workdir).get("vocab_size")
+  saved = run_dir.saved_dataset(workdir)
+  vocab_size = config.model.vocab_size or saved.get("vocab_size")
   if not vocab_size:
     raise ConfigError(f"{workdir} records no vocabulary size (model.vocab_size, dataset.json); is it a run directory?")
-  tokenizer = tokenizers.described(run_dir.saved_dataset(workdir).get("vocabulary"), config)
+  tokenizer = tokenizers.described(saved.get("vocabulary"), config)
   model = run_dir.family_model(config, int(vocab_size))
   return Scorer(model, jax.device_put(params), tokenizer, config.model.context, batch_size, config.model.family)
 
