@@ -20,7 +20,7 @@ import copy
 import jax
 import numpy as np
 
-from pretrain.models import lora
+from pretrain.models import classifier, lora
 from pretrain.trainer import checkpoint, layout, optim, run_dir
 from pretrain.trainer import train as trainer
 from pretrain.errors import CheckpointError, ConfigError
@@ -28,7 +28,7 @@ from pretrain.rules import Rules
 
 MODES = ("full", "linear_probe", "scratch")
 ARCHITECTURES = ("checkpoint", "config")
-BACKBONE = "backbone/"
+BACKBONE = classifier.BACKBONE
 # model.* settings that belong to the run being trained, not to the pretrained architecture.
 _RUN_SETTINGS = ("head", "dropout", "dtype", "attention", "lora")
 
@@ -49,11 +49,6 @@ def train(config, workdir: str) -> dict:
 def mode(config) -> str:
   init = config.init
   return init.mode or ("full" if init.workdir else "scratch")
-
-
-def _prefix(config) -> str:
-  """Where the family's network sits in the model the config builds (see models.build)."""
-  return BACKBONE if config.objective == "classification" else ""
 
 
 def resolve_config(config):
@@ -121,7 +116,7 @@ def plan(config, saved_config, checkpoint_tree: dict, model_tree: dict, pretrain
   (a new task gets a new head). A model entry under the backbone that the checkpoint does not fill is a
   problem unless init.dont_load names it; entries outside the backbone (the head) and LoRA adapters start fresh.
   """
-  src, dst = _prefix(saved_config), _prefix(config)
+  src, dst = classifier.backbone_prefix(saved_config), classifier.backbone_prefix(config)
   dont_load = Rules("init.dont_load", config.init.dont_load)
   family_only = Rules("pretraining_only", pretraining_only if dst else ())
   model_flat = _flat(model_tree)

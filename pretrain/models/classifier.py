@@ -10,6 +10,12 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 POOLINGS = ("mean", "last", "first", "cls")
+BACKBONE = "backbone/"  # Where the family's network's parameters sit under a classifier.
+
+
+def backbone_prefix(config) -> str:
+  """Where the family's network sits in the model the config builds: under BACKBONE for a classifier."""
+  return BACKBONE if config.objective == "classification" else ""
 
 
 def pool(features, pooling: str, positions_mask=None):

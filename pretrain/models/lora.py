@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pretrain.errors import ConfigError
+from pretrain.models import classifier
 from pretrain.rules import Rules
 from pretrain.tree import path_name
 
@@ -45,7 +46,8 @@ def wrap(model, config):
     return model
   if lora.alpha <= 0:
     raise ConfigError(f"model.lora.alpha={lora.alpha} must be > 0")
-  return LoRA(model, int(lora.rank), scale(lora), Rules("model.lora.targets", lora.targets))
+  return LoRA(model, int(lora.rank), scale(lora), Rules("model.lora.targets", lora.targets),
+              classifier.backbone_prefix(config))
 
 
 def _key(rngs):
@@ -55,10 +57,10 @@ def _key(rngs):
 class LoRA:
   """The module `inner` with adapters on the kernels `targets` names."""
 
-  def __init__(self, inner, rank: int, scale: float, targets: Rules):
+  def __init__(self, inner, rank: int, scale: float, targets: Rules, backbone_prefix: str = ""):
     self.inner, self.rank, self.scale, self.targets = inner, rank, scale, targets
     # A classifier's new head trains in full; the family's network under it is what the adapters adapt.
-    self.backbone_prefix = "backbone/" if hasattr(inner, "backbone") else ""
+    self.backbone_prefix = backbone_prefix
 
   def __getattr__(self, name):
     return getattr(self.__dict__["inner"], name)

@@ -5,7 +5,7 @@ import jax
 import optax
 
 from pretrain.errors import ConfigError
-from pretrain.models import lora
+from pretrain.models import classifier, lora
 from pretrain.rules import Rules, non_negative_float
 from pretrain.tree import path_name as param_name
 
@@ -99,7 +99,7 @@ def frozen(config) -> Rules:
   classifier's head)."""
   entries = tuple(config.optim.freeze)
   if config.model.lora.rank > 0:
-    entries += (lora.frozen_pattern("backbone/" if config.objective == "classification" else ""),)
+    entries += (lora.frozen_pattern(classifier.backbone_prefix(config)),)
   return Rules("optim.freeze", entries)
 
 
