@@ -108,9 +108,10 @@ def to_params(reader: Reader, config, module, may_be_fresh=(), what="the weights
   expected = tree.flat(abstract_params(config))
   names = set(reader.names())
   links, problems, used = module.links(config.model), [], set()
+  stored_names = {link.ours: [_their_name(names, t, module) for t in link.theirs] for link in links}
   for link in links:
     want = expected[link.ours].shape
-    stored = [_their_name(names, t, module) for t in link.theirs]
+    stored = stored_names[link.ours]
     used.update(s for s in stored if s)
     if any(s is None for s in stored):
       if not any(re.search(p, link.ours) for p in may_be_fresh):
@@ -130,7 +131,7 @@ def to_params(reader: Reader, config, module, may_be_fresh=(), what="the weights
   fail(f"{what} do not fit its config.json", problems)
   flat, fresh = {}, []
   for link in links:
-    stored = [_their_name(names, t, module) for t in link.theirs]
+    stored = stored_names[link.ours]
     if any(s is None for s in stored):
       fresh.append(link.ours)
       continue

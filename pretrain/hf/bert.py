@@ -11,6 +11,7 @@ model.head.pooling=cls applies to the [CLS] features under a new head.
 """
 from pretrain.errors import ConfigError
 from pretrain.hf import Link, fail
+from pretrain.models import gpt
 from pretrain.hf.gpt2 import GELU_APPROXIMATE
 
 MODEL_TYPES = ("bert",)
@@ -66,7 +67,7 @@ def unsupported(m) -> list[str]:
 def hf_config(m, specials: dict) -> dict:
   return {"architectures": ["BertForMaskedLM"], "model_type": "bert", "vocab_size": m.vocab_size,
           "hidden_size": m.width, "num_hidden_layers": m.num_layers, "num_attention_heads": m.num_heads,
-          "intermediate_size": m.mlp_width or m.mlp_ratio * m.width,
+          "intermediate_size": gpt.mlp_width(m),
           "hidden_act": "gelu_new" if m.gelu_approximate else "gelu", "max_position_embeddings": m.context,
           "type_vocab_size": max(m.type_vocab_size, 1), "layer_norm_eps": m.layer_norm_eps,
           "hidden_dropout_prob": m.dropout, "attention_probs_dropout_prob": m.dropout,

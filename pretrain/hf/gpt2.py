@@ -5,6 +5,7 @@ h.N.attn.{c_attn,c_proj} and h.N.mlp.{c_fc,c_proj} weight/bias -> kernel/bias. G
 as [in, out], which is already a Dense kernel; only an untied lm_head (an nn.Linear, [out, in]) is transposed.
 """
 from pretrain.hf import Link, fail
+from pretrain.models import gpt
 
 MODEL_TYPES = ("gpt2",)
 FAMILY = "gpt"
@@ -52,7 +53,7 @@ def hf_config(m, specials: dict) -> dict:
   end = specials.get("eos")
   return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": m.vocab_size,
           "n_positions": m.context, "n_embd": m.width, "n_layer": m.num_layers, "n_head": m.num_heads,
-          "n_inner": m.mlp_width or m.mlp_ratio * m.width, "activation_function": "gelu_new" if m.gelu_approximate else "gelu",
+          "n_inner": gpt.mlp_width(m), "activation_function": "gelu_new" if m.gelu_approximate else "gelu",
           "layer_norm_epsilon": m.layer_norm_eps, "resid_pdrop": m.dropout, "embd_pdrop": m.dropout,
           "attn_pdrop": m.dropout, "tie_word_embeddings": m.tie_embeddings, "scale_attn_weights": True,
           "initializer_range": 0.02, "dtype": "float32", "bos_token_id": end, "eos_token_id": end}

@@ -8,6 +8,7 @@ mlp/c_proj; norm -> ln_f; lm_head -> lm_head (untied only). Export writes model_
 projections have biases, llama otherwise (Mistral without a sliding window computes as Llama does).
 """
 from pretrain.hf import Link, fail
+from pretrain.models import gpt
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")
 FAMILY = "gpt"
@@ -81,9 +82,9 @@ def hf_config(m, specials: dict) -> dict:
       {"low_freq_factor": r.low_freq_factor, "high_freq_factor": r.high_freq_factor,
        "original_max_position_embeddings": r.original_context} if r.type == "llama3" else {})}
   return {"architectures": ["Qwen2ForCausalLM" if kind == "qwen2" else "LlamaForCausalLM"], "model_type": kind,
-          "vocab_size": m.vocab_size, "hidden_size": m.width, "intermediate_size": m.mlp_width or m.mlp_ratio * m.width,
+          "vocab_size": m.vocab_size, "hidden_size": m.width, "intermediate_size": gpt.mlp_width(m),
           "num_hidden_layers": m.num_layers, "num_attention_heads": m.num_heads,
-          "num_key_value_heads": m.num_kv_heads or m.num_heads, "head_dim": m.width // m.num_heads,
+          "num_key_value_heads": gpt.kv_heads(m), "head_dim": m.width // m.num_heads,
           "max_position_embeddings": m.context, "hidden_act": "silu", "rms_norm_eps": m.layer_norm_eps,
           "rope_theta": m.rope_theta, "rope_scaling": scaling,
           "rope_parameters": {"rope_type": r.type or "default", "rope_theta": m.rope_theta, **(scaling or {})},
@@ -94,8 +95,8 @@ def hf_config(m, specials: dict) -> dict:
 
 
 def links(m) -> list[Link]:
-  H, K, Q = m.num_heads, m.num_kv_heads or m.num_heads, m.width // m.num_heads
-  F = m.mlp_width or m.mlp_ratio * m.width
+  H, K, Q = m.num_heads, gpt.kv_heads(m), m.width // m.num_heads
+  F = gpt.mlp_width(m)
   out = [Link("wte/embedding", ("embed_tokens.weight",))]
   for i in range(m.num_layers):
     at = f"layers.{i}."

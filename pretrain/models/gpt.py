@@ -65,11 +65,21 @@ class GPTConfig:
 
   @property
   def kv_heads(self) -> int:
-    return self.num_kv_heads or self.num_heads
+    return kv_heads(self)
 
   @property
   def hidden(self) -> int:
-    return self.mlp_width or self.mlp_ratio * self.width
+    return mlp_width(self)
+
+
+def kv_heads(m) -> int:
+  """Key/value heads of a GPTConfig or a config's model section."""
+  return m.num_kv_heads or m.num_heads
+
+
+def mlp_width(m) -> int:
+  """MLP hidden units of a GPTConfig or a config's model section."""
+  return m.mlp_width or m.mlp_ratio * m.width
 
 
 def gpt_config(config, dataset) -> GPTConfig:
