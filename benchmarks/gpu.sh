@@ -56,6 +56,4 @@ if ! "$py" -c "import tensorflow_datasets, tensorflow_metadata.proto.v0.schema_p
   "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/fallback/*.whl
   "$py" -c "import tensorflow_datasets, tensorflow_metadata.proto.v0.schema_pb2, grain, tensorboardX"
 fi
-# Multi-GPU runs overlap collectives with compute under this scheduler; on one GPU it changes nothing measured.
-[ "$dry" = 1 ] || export XLA_FLAGS="${XLA_FLAGS:---xla_gpu_enable_latency_hiding_scheduler=true}"
 "$py" -m benchmarks.gpu --out "$out" "${rest[@]}"
