@@ -98,9 +98,11 @@ def main(argv=None):
   p.add_argument("--budget", type=float, default=None, help="seconds for all stages (default 450; dry run 540)")
   p.add_argument("--batches", default="12,32")
   p.add_argument("--target", type=float, default=None, help="baby GPT val loss (default 1.47; dry run 3.0)")
+  p.add_argument("--stages", default="bench,char,tests,levers", help="which of bench,char (ours_char or nanogpt_char alone),tests,levers to run")
+  p.add_argument("--ours_char_args", default="", help="more --config.x=y flags for our baby GPT run")
   p.add_argument("--peak_tflops", type=float, default=989.0, help="dense bf16 peak for MFU (H100/H200: 989)")
   a = p.parse_args(argv)
-  dry = a.dry_run
+  dry, stages = a.dry_run, a.stages.split(",")
   budget = a.budget or (540 if dry else 450)
   target = a.target or (3.0 if dry else 1.47)
   out = os.path.abspath(a.out)
@@ -114,6 +116,7 @@ def main(argv=None):
   if dry:
     jax_env["JAX_PLATFORMS"] = "cpu"
   result = {"date": datetime.date.today().isoformat(), "dry_run": dry, "target_val": target,
+            "ours_char_args": a.ours_char_args,
             "peak_tflops": a.peak_tflops, "stages": {}}
 
   def save():
@@ -161,66 +164,72 @@ def main(argv=None):
         result[key.format("peak_memory_gib")] = round(max(peaks), 2)
     note(stage)
 
-  # GPT-2 124M throughput at each batch size, ours first.
-  for b in [int(x) for x in a.batches.split(",")]:
-    ours_bench(b, f"ours_b{b}")
-    bench = ["bench.py", f"--batch_size={b}", f"--block_size={block}", "--real_data=False"]
-    if dry:  # bench.py synchronizes CUDA unconditionally (a no-op stands in) and fixes the model's size.
-      cmd = [py, "-c", "import runpy, torch, model; torch.cuda.synchronize = lambda *a: None; c = model.GPTConfig; "
-             "model.GPTConfig = lambda **k: c(**{**k, 'n_layer': 2, 'n_head': 2, 'n_embd': 128}); "
-             "runpy.run_path('bench.py', run_name='__main__')", *bench[1:], "--device=cpu", "--compile=False",
-             "--dtype=float32"]
-    else:
-      cmd = [py, *bench, "--compile=True"]
-    nano = Stage(out, f"nanogpt_b{b}", cmd, NANOGPT, left(240))
-    hit = nano.matches(r"time per iteration: ([\d.]+)ms")
-    if hit:
-      ms = float(hit[-1][1].group(1))
-      tps = b * block / (ms / 1000)
-      result[f"nanogpt_tokens_per_s_b{b}"] = round(tps)
-      result[f"nanogpt_ms_per_iter_b{b}"] = ms
-      result[f"nanogpt_mfu_b{b}"] = tps * flops_per_token(block) / (a.peak_tflops * 1e12)
-    note(nano)
+  if "bench" in stages:
+    # GPT-2 124M throughput at each batch size, ours first.
+    for b in [int(x) for x in a.batches.split(",")]:
+      ours_bench(b, f"ours_b{b}")
+      bench = ["bench.py", f"--batch_size={b}", f"--block_size={block}", "--real_data=False"]
+      if dry:  # bench.py synchronizes CUDA unconditionally (a no-op stands in) and fixes the model's size.
+        cmd = [py, "-c", "import runpy, torch, model; torch.cuda.synchronize = lambda *a: None; c = model.GPTConfig; "
+               "model.GPTConfig = lambda **k: c(**{**k, 'n_layer': 2, 'n_head': 2, 'n_embd': 128}); "
+               "runpy.run_path('bench.py', run_name='__main__')", *bench[1:], "--device=cpu", "--compile=False",
+               "--dtype=float32"]
+      else:
+        cmd = [py, *bench, "--compile=True"]
+      nano = Stage(out, f"nanogpt_b{b}", cmd, NANOGPT, left(240))
+      hit = nano.matches(r"time per iteration: ([\d.]+)ms")
+      if hit:
+        ms = float(hit[-1][1].group(1))
+        tps = b * block / (ms / 1000)
+        result[f"nanogpt_tokens_per_s_b{b}"] = round(tps)
+        result[f"nanogpt_ms_per_iter_b{b}"] = ms
+        result[f"nanogpt_mfu_b{b}"] = tps * flops_per_token(block) / (a.peak_tflops * 1e12)
+      note(nano)
 
-  # The baby GPT to the target val loss.
-  tiny = ["--n_layer=2", "--n_head=2", "--n_embd=64", "--block_size=32", "--batch_size=8", "--max_iters=200",
-          "--eval_interval=20", "--eval_iters=5", "--dropout=0.0", "--device=cpu", "--compile=False",
-          "--dtype=float32", "--warmup_iters=10"] if dry else []
-  prep = subprocess.run([py, "prepare.py"], cwd=os.path.dirname(shakespeare), capture_output=True, text=True)
-  if prep.returncode:
-    print(f"nanoGPT's prepare.py failed: {prep.stderr[-500:]}", flush=True)
-  ours_tiny = ["--config.model.num_layers=2", "--config.model.num_heads=2", "--config.model.width=64",
-               "--config.model.context=32", "--config.train.batch_size=8", "--config.train.steps=200",
-               "--config.train.eval_every=20", "--config.train.checkpoint_every=200", "--config.eval.batches=5",
-               "--config.train.log_every=10", "--config.model.dtype=float32", "--config.model.attention=xla",
-               "--config.optim.warmup_steps=10"] if dry else []
-  ours = Stage(out, "ours_char", [py, "-m", "pretrain.main", "--config", "configs/shakespeare_char.py:gpu",
-                                  f"--config.data.path={shakespeare}", "--workdir", os.path.join(work, "ours_char"),
-                                  *ours_tiny], ROOT, left(200), env=jax_env, stop=below(OURS_VAL, target))
-  if os.path.exists(os.path.join(work, "ours_char", "metrics.jsonl")):
-    shutil.copy(os.path.join(work, "ours_char", "metrics.jsonl"), os.path.join(out, "logs", "ours_char.metrics.jsonl"))
-  t, step, best = time_to(ours, OURS_VAL, target)
-  result.update({f"ours_s_to_{target}": t and round(t, 1), "ours_step_at_target": step, "ours_best_val": best})
-  note(ours)
-  nano = Stage(out, "nanogpt_char", [py, "train.py", "config/train_shakespeare_char.py",
-                                     f"--out_dir={os.path.join(work, 'nanogpt_char')}", *tiny],
-               NANOGPT, left(240), stop=below(NANOGPT_VAL, target))
-  t, step, best = time_to(nano, NANOGPT_VAL, target)
-  result.update({f"nanogpt_s_to_{target}": t and round(t, 1), "nanogpt_iter_at_target": step,
-                 "nanogpt_best_val": best})
-  note(nano)
+  if {"char", "ours_char", "nanogpt_char"} & set(stages):
+    # The baby GPT to the target val loss.
+    tiny = ["--n_layer=2", "--n_head=2", "--n_embd=64", "--block_size=32", "--batch_size=8", "--max_iters=200",
+            "--eval_interval=20", "--eval_iters=5", "--dropout=0.0", "--device=cpu", "--compile=False",
+            "--dtype=float32", "--warmup_iters=10"] if dry else []
+    prep = subprocess.run([py, "prepare.py"], cwd=os.path.dirname(shakespeare), capture_output=True, text=True)
+    if prep.returncode:
+      print(f"nanoGPT's prepare.py failed: {prep.stderr[-500:]}", flush=True)
+    ours_tiny = ["--config.model.num_layers=2", "--config.model.num_heads=2", "--config.model.width=64",
+                 "--config.model.context=32", "--config.train.batch_size=8", "--config.train.steps=200",
+                 "--config.train.eval_every=20", "--config.train.checkpoint_every=200", "--config.eval.batches=5",
+                 "--config.train.log_every=10", "--config.model.dtype=float32", "--config.model.attention=xla",
+                 "--config.optim.warmup_steps=10"] if dry else []
+    if "nanogpt_char" not in stages:
+      ours = Stage(out, "ours_char", [py, "-m", "pretrain.main", "--config", "configs/shakespeare_char.py:gpu",
+                                      f"--config.data.path={shakespeare}", "--workdir", os.path.join(work, "ours_char"),
+                                      *ours_tiny, *a.ours_char_args.split()], ROOT, left(200), env=jax_env, stop=below(OURS_VAL, target))
+      if os.path.exists(os.path.join(work, "ours_char", "metrics.jsonl")):
+        shutil.copy(os.path.join(work, "ours_char", "metrics.jsonl"), os.path.join(out, "logs", "ours_char.metrics.jsonl"))
+      t, step, best = time_to(ours, OURS_VAL, target)
+      result.update({f"ours_s_to_{target}": t and round(t, 1), "ours_step_at_target": step, "ours_best_val": best})
+      note(ours)
+    if "ours_char" not in stages:
+      nano = Stage(out, "nanogpt_char", [py, "train.py", "config/train_shakespeare_char.py",
+                                         f"--out_dir={os.path.join(work, 'nanogpt_char')}", *tiny],
+                   NANOGPT, left(240), stop=below(NANOGPT_VAL, target))
+      t, step, best = time_to(nano, NANOGPT_VAL, target)
+      result.update({f"nanogpt_s_to_{target}": t and round(t, 1), "nanogpt_iter_at_target": step,
+                     "nanogpt_best_val": best})
+      note(nano)
   # The check reads the 1.47 fields; a dry run's lower bar is stated in target_val.
   for who in ("ours", "nanogpt"):
     result.setdefault(f"{who}_s_to_1.47", result.get(f"{who}_s_to_{target}"))
 
-  tests = Stage(out, "tests", [py, "-m", "pytest", "-rs", "-p", "no:cacheprovider", "tests/test_gpu.py"], ROOT,
-                left(150), env={**jax_env, "JAX_PLATFORMS": "cpu" if dry else "", "XLA_FLAGS": "",
-                                 "XLA_PYTHON_CLIENT_PREALLOCATE": "false"})  # Its runs share the GPU with pytest.
-  result["tests"] = tests.lines[-1][1] if tests.lines else None
-  note(tests)
+  if "tests" in stages:
+    tests = Stage(out, "tests", [py, "-m", "pytest", "-rs", "-p", "no:cacheprovider", "tests/test_gpu.py"], ROOT,
+                  left(150), env={**jax_env, "JAX_PLATFORMS": "cpu" if dry else "", "XLA_FLAGS": "",
+                                   "XLA_PYTHON_CLIENT_PREALLOCATE": "false"})  # Its runs share the GPU with pytest.
+    result["tests"] = tests.lines[-1][1] if tests.lines else None
+    note(tests)
 
-  # What one lever gives: XLA's own attention in place of cuDNN's (the anchors measured 22.8% vs 40.2% MFU).
-  ours_bench(12, "ours_b12_xla_attention", "--config.model.attention=xla")
+  if "levers" in stages:
+    # What one lever gives: XLA's own attention in place of cuDNN's (the anchors measured 22.8% vs 40.2% MFU).
+    ours_bench(12, "ours_b12_xla_attention", "--config.model.attention=xla")
 
   for b in a.batches.split(","):
     o, n = result.get(f"ours_tokens_per_s_b{b}"), result.get(f"nanogpt_tokens_per_s_b{b}")
@@ -230,7 +239,7 @@ def main(argv=None):
   o, n = result.get("ours_s_to_1.47"), result.get("nanogpt_s_to_1.47")
   print(f"baby GPT to val {target}: ours {o} s (best {result.get('ours_best_val')}) vs nanoGPT {n} s "
         f"(best {result.get('nanogpt_best_val')})" + (f": {o / n:.2f}x" if o and n else ""))
-  print(f"tests: {result['tests']}", flush=True)
+  print(f"tests: {result.get('tests')}", flush=True)
   save()
   shutil.rmtree(work, ignore_errors=True)
 

@@ -113,6 +113,9 @@ def get_config(variant=None):
   c.model.dtype = "float32"  # Compute dtype ("bfloat16" halves activation traffic); params stay float32.
   c.model.param_dtype = "float32"  # Parameter (and optimizer state) dtype.
   c.model.remat = "none"  # Recompute blocks in the backward pass to save memory: "none", "full", "dots".
+  # Token embeddings: "gather" (rows of the table) or "one_hot" (a one-hot matmul: the same outputs, and a gradient
+  # without XLA:GPU's scatter-add, which is ~10x slower for small vocabularies such as characters; GPT family).
+  c.model.embed_lookup = "gather"
   c.model.attention = "xla"  # jax.nn.dot_product_attention implementation: "xla" or "cudnn" (GPU only).
   c.model.stage_sizes = (3, 3, 3)  # resnet: residual blocks per stage (ResNet-20: (3, 3, 3); ResNet-18: (2, 2, 2, 2)).
   c.model.stage_widths = (16, 32, 64)  # resnet: channels per stage (ResNet-20: 16/32/64; ResNet-18: 64/128/256/512).
@@ -156,6 +159,9 @@ def get_config(variant=None):
   c.train.keep_checkpoints = 3  # Newest checkpoints kept on disk.
   c.train.prefetch = 2  # Host batches built ahead by a background thread while the device computes; 0: none.
   c.train.compilation_cache = True  # Keep compiled steps in $PRETRAIN_COMPILATION_CACHE (~/.cache/pretrain/compilation): reruns skip compiling.
+  # The generator of dropout's masks: "threefry2x32" (JAX's default), "rbg" or "unsafe_rbg" (the GPU's own random
+  # bits, far cheaper where dropout covers attention weights; other masks than threefry's, so other losses).
+  c.train.dropout_rng = "threefry2x32"
   c.train.donate = True  # Donate the train state to the jitted step, so its buffers are updated in place.
   c.train.async_checkpoints = True  # Write checkpoints in the background while training continues.
   c.train.allow_config_change = False  # Resume a workdir whose saved model/data/objective config differs.

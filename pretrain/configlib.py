@@ -174,6 +174,8 @@ def validate(config, *, num_devices: int) -> None:
   if config.eval.batch_size < 0 or config.eval.micro_batch_size < 0:
     raise ConfigError(f"eval.batch_size={config.eval.batch_size} and eval.micro_batch_size="
                       f"{config.eval.micro_batch_size} must be >= 0 (0: the train batch / micro-batch)")
+  if t.dropout_rng not in ("threefry2x32", "rbg", "unsafe_rbg"):
+    raise ConfigError(f"train.dropout_rng={t.dropout_rng!r} is not a generator; use threefry2x32, rbg or unsafe_rbg")
   k = t.steps_per_call
   for key in ("log_every", "eval_every", "checkpoint_every", "steps"):
     if t[key] % k:

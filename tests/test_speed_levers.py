@@ -21,7 +21,7 @@ def test_k_steps_per_call_equal_k_single_calls(tmp_path):
 def test_remat_and_donation_do_not_change_the_run(tmp_path):
   base = train.train(tiny_config(), str(tmp_path / "a"))
   for name, overrides in {"remat_full": {"model.remat": "full"}, "remat_dots": {"model.remat": "dots"},
-                          "no_donation": {"train.donate": "false"}}.items():
+                          "no_donation": {"train.donate": "false"}, "one_hot_embeddings": {"model.embed_lookup": "one_hot"}}.items():
     out = train.train(tiny_config(**overrides), str(tmp_path / name))
     np.testing.assert_allclose(out["loss"], base["loss"], rtol=1e-5)
 
@@ -36,3 +36,24 @@ def test_gpt2_124m_smoke_runs_end_to_end(tmp_path):
   proc = run_main("--config", "configs/gpt2_124m.py:smoke", "--workdir", tmp_path)
   assert "using xla attention" in proc.stdout  # cudnn is asked for; this CPU falls back with a note
   assert read_metrics(tmp_path, "val")[-1]["step"] == 6
+
+
+def test_one_hot_embeddings_give_the_gathers_outputs_and_gradients():
+  import jax.numpy as jnp
+  from pretrain.models import gpt
+  config = dict(vocab_size=65, context=16, num_layers=1, num_heads=2, width=16, position="rope")
+  gather, one_hot = gpt.GPT(gpt.GPTConfig(**config)), gpt.GPT(gpt.GPTConfig(**config, embed_lookup="one_hot"))
+  tokens_BxT = jax.random.randint(jax.random.key(0), (3, 16), 0, 65)
+  params = gather.init(jax.random.key(1), tokens_BxT)
+  np.testing.assert_array_equal(one_hot.apply(params, tokens_BxT), gather.apply(params, tokens_BxT))
+  grads = [jax.grad(lambda p, m=m: jnp.sum(m.apply(p, tokens_BxT) ** 2))(params) for m in (gather, one_hot)]
+  for x, y in zip(*map(jax.tree_util.tree_leaves, grads)):
+    np.testing.assert_allclose(y, x, rtol=1e-6, atol=1e-6)
+
+
+def test_dropout_masks_from_another_generator(tmp_path):
+  out = train.train(tiny_config(**{"model.dropout": 0.1, "train.dropout_rng": "unsafe_rbg"}), str(tmp_path / "rbg"))
+  assert np.isfinite(out["loss"])
+  proc = run_main("--config", "configs/quickstart.py:tiny", "--config.train.dropout_rng=philox",
+                  "--workdir", tmp_path / "bad", check=False)
+  assert proc.returncode != 0 and "train.dropout_rng='philox' is not a generator" in proc.stderr

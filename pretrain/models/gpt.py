@@ -62,6 +62,9 @@ class GPTConfig:
   rope_theta: float = 10000.0  # Rotary base.
   rope_scaling: tuple = ()  # () or ("linear", factor) or ("llama3", factor, low_freq_factor, high_freq_factor,
   # original context): rescaled rotary frequencies for contexts past the one pretrained on.
+  embed_lookup: str = "gather"  # "gather" rows of wte, or "one_hot": a one-hot matmul, whose gradient needs no
+  # scatter-add (XLA:GPU's, under many repeats of few tokens, is a slow compare-and-swap loop). Same outputs;
+  # in bf16 the table's gradient sums in another order.
 
   @property
   def kv_heads(self) -> int:
@@ -102,7 +105,8 @@ def gpt_config(config, dataset) -> GPTConfig:
                    head_init=models.choice("model.head_init", m.head_init, HEAD_INITS),
                    num_kv_heads=m.num_kv_heads, mlp_width=m.mlp_width, norm=models.choice("model.norm", m.norm, NORMS),
                    norm_position=models.choice("model.norm_position", m.norm_position, NORM_POSITIONS),
-                   qkv_bias=bool(m.qkv_bias), rope_theta=float(m.rope_theta), rope_scaling=_rope_scaling(m.rope_scaling))
+                   qkv_bias=bool(m.qkv_bias), rope_theta=float(m.rope_theta), rope_scaling=_rope_scaling(m.rope_scaling),
+                   embed_lookup=models.choice("model.embed_lookup", m.embed_lookup, ("gather", "one_hot")))
 
 
 def _rope_scaling(r) -> tuple:
@@ -321,7 +325,12 @@ class GPT(nn.Module):
     """Token (and learned position) embeddings [B, T, D]; token types are BERT's (models/bert.py)."""
     if token_types_BxT is not None:
       raise ValueError("a GPT has no token type embeddings")
-    x_BxTxD = self.wte(tokens_BxT)
+    if self.config.embed_lookup == "one_hot":
+      c = self.config
+      one_hot_BxTxV = jax.nn.one_hot(tokens_BxT, c.vocab_size, dtype=c.dtype)
+      x_BxTxD = jnp.einsum("btv,vd->btd", one_hot_BxTxV, self.wte.embedding.astype(c.dtype))
+    else:
+      x_BxTxD = self.wte(tokens_BxT)
     if self.config.position == "learned":
       T = tokens_BxT.shape[1]
       x_BxTxD = x_BxTxD + (self.wpe(jnp.arange(T))[None] if positions_BxT is None else self.wpe(positions_BxT))

@@ -30,7 +30,7 @@ def variables(params, model_state) -> dict:
 
 
 def make_train_step(model, objective, tx, *, seed: int, accum_steps: int = 1, axis_name=None, layer_stats=None,
-                    is_log_step=None):
+                    is_log_step=None, dropout_rng: str = "threefry2x32"):
   """(state, batch) -> (state, metrics): one update on the mean NLL of the whole (global) batch.
 
   Gradients of loss *sums* are added over micro-batches and devices, then divided once by the global
@@ -45,7 +45,7 @@ def make_train_step(model, objective, tx, *, seed: int, accum_steps: int = 1, ax
     return jax.grad(loss, has_aux=True)(params)
 
   def train_step(state, batch):
-    rng = jax.random.fold_in(jax.random.key(seed), state.step)
+    rng = jax.random.fold_in(jax.random.key(seed, impl=dropout_rng), state.step)
     if axis_name is not None:
       rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
     if accum_steps == 1:

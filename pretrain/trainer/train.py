@@ -54,7 +54,7 @@ class Run:
     c = self.config
     is_log_step = lambda done: (done % c.train.log_every == 0) | (done == c.train.steps)
     return self.strategy.train(functools.partial(step.make_train_step, self.model, self.parts.objective.loss, self.tx,
-                                                 seed=c.seed, accum_steps=c.optim.accum_steps,
+                                                 seed=c.seed, accum_steps=c.optim.accum_steps, dropout_rng=c.train.dropout_rng,
                                                  layer_stats=self.layer_stats, is_log_step=is_log_step),
                                c.train.steps_per_call)
 
