@@ -25,6 +25,15 @@ def get_config(variant=None):
   # A module of pretrain/data: "markov" (embedded), "text" (your files), "idx"/"npz" (your images), "random"; your own
   # source by dotted path (mylab.sources.web); any other name is a TFDS catalog dataset.
   c.data.name = "markov"
+  # Several sources trained on in fixed proportions: ("NAME:KEY=VALUE,...,weight=W", ...), each entry this run's data
+  # config with the entry's data.* values (e.g. "web:path=/data/web,weight=0.8", "code:path=/data/code,weight=0.2").
+  # Every training batch takes each source's share of its rows (weights are normalised; each source needs weight x
+  # train.batch_size >= 1); train rows count the tokens each gave so far (tokens/NAME); each source's validation
+  # split is scored as split NAME beside "val" (all of them). All must share one tokenizer and vocabulary.
+  c.data.mixture = ()
+  # Documents that never see each other: attention stops at each end-of-text token, positions restart after it,
+  # and a document's first token is not predicted from the one before (text read as a stream; GPT family).
+  c.data.document_mask = False
   # File or directory. name="text": a text file (one document), a folder of text files (one document each), or
   # .jsonl / .csv / .tsv (also .gz, .zst) / .parquet files or folders (one document per record or row); "idx": IDX
   # files (MNIST format, gzip'd or not); "npz": .npz arrays.

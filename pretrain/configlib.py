@@ -174,6 +174,9 @@ def validate(config, *, num_devices: int) -> None:
   if config.eval.batch_size < 0 or config.eval.micro_batch_size < 0:
     raise ConfigError(f"eval.batch_size={config.eval.batch_size} and eval.micro_batch_size="
                       f"{config.eval.micro_batch_size} must be >= 0 (0: the train batch / micro-batch)")
+  if config.data.document_mask and (config.model.family != "gpt" or config.objective != "next_token"):
+    raise ConfigError(f"data.document_mask=true is for next-token GPTs (model.family=gpt, objective=next_token), "
+                      f"not model.family={config.model.family!r}, objective={config.objective!r}; unset it")
   if t.dropout_rng not in ("threefry2x32", "rbg", "unsafe_rbg"):
     raise ConfigError(f"train.dropout_rng={t.dropout_rng!r} is not a generator; use threefry2x32, rbg or unsafe_rbg")
   k = t.steps_per_call
@@ -192,20 +195,41 @@ RESERVED_SPLITS = ("train", "val", "events")  # metrics.jsonl splits the loop wr
 
 def eval_extra(config) -> list[tuple[str, list[tuple[str, str]]]]:
   """eval.extra entries "NAME:KEY=VALUE,KEY=VALUE" as (NAME, [(data key, value text)]), checked."""
+  taken = [name for name, _, _ in mixture(config)]
+  return data_entries(config, "eval.extra", config.eval.extra, taken)
+
+
+def mixture(config) -> list[tuple[str, list[tuple[str, str]], float]]:
+  """data.mixture entries "NAME:KEY=VALUE,...,weight=W" as (NAME, [(data key, value text)], W), checked."""
   out = []
-  for entry in config.eval.extra:
+  for name, pairs in data_entries(config, "data.mixture", config.data.mixture, (), extra_keys=("weight",)):
+    weights = [v for k, v in pairs if k == "weight"]
+    try:
+      weight = float(weights[0]) if len(weights) == 1 else None
+    except ValueError:
+      weight = None
+    if weight is None or not weight > 0:
+      raise ConfigError(f"data.mixture {name!r} needs one weight=W with W > 0 (e.g. '{name}:path=...,weight=0.5')")
+    out.append((name, [(k, v) for k, v in pairs if k != "weight"], weight))
+  return out
+
+
+def data_entries(config, key: str, entries, taken=(), extra_keys=()) -> list[tuple[str, list[tuple[str, str]]]]:
+  """Entries "NAME:KEY=VALUE,KEY=VALUE" over data.* (eval.extra, data.mixture) as (NAME, [(key, value)])."""
+  out = []
+  for entry in entries:
     name, colon, spec = str(entry).partition(":")
     pairs = [p.strip().partition("=") for p in re.split(r",(?=\s*[A-Za-z_][\w.]*=)", spec) if p.strip()]
     if not colon or not re.fullmatch(r"[A-Za-z][\w-]*", name) or not pairs or any(not eq or not k for k, eq, _ in pairs):
-      raise ConfigError(f"eval.extra entry {entry!r} is not NAME:KEY=VALUE[,KEY=VALUE]; write e.g. "
+      raise ConfigError(f"{key} entry {entry!r} is not NAME:KEY=VALUE[,KEY=VALUE]; write e.g. "
                         "'novels:path=/data/novels.txt' (KEY: a data.* field)")
-    if name in RESERVED_SPLITS or name in [n for n, _ in out]:
-      raise ConfigError(f"eval.extra name {name!r} is taken (by {', '.join(RESERVED_SPLITS)} or another entry); "
-                        "pick another")
-    for key, _, _ in pairs:
-      if key.split(".")[0] not in config.data:
-        raise ConfigError(f"eval.extra {name!r}: data.{key} is not a data field; use one of "
-                          f"{', '.join(sorted(config.data.keys()))}")
+    if name in RESERVED_SPLITS or name in [n for n, _ in out] or name in taken:
+      raise ConfigError(f"{key} name {name!r} is taken (by {', '.join(RESERVED_SPLITS)}, a data.mixture source or "
+                        "another entry); pick another")
+    for k, _, _ in pairs:
+      if k.strip() not in extra_keys and k.split(".")[0].strip() not in config.data:
+        raise ConfigError(f"{key} {name!r}: data.{k} is not a data field; use one of "
+                          f"{', '.join(sorted([*config.data.keys(), *extra_keys]))}")
     out.append((name, [(k.strip(), v.strip()) for k, _, v in pairs]))
   return out
 

@@ -20,12 +20,12 @@ import numpy as np
 
 from pretrain import plugins
 from pretrain.data import tokenizers
-from pretrain.data.batching import (Joined, Records, Rows, TokenStream, Windows, eval_batch, eval_batches,
+from pretrain.data.batching import (Joined, Mixture, Records, Rows, TokenStream, Windows, eval_batch, eval_batches,
                                     num_eval_batches, prefetched, train_batch)
 from pretrain.errors import ConfigError, DataError
 
 __all__ = ["Dataset", "load", "check", "token_bytes", "train_batch", "eval_batch", "eval_batches", "num_eval_batches", "prefetched",
-           "TokenStream", "Records", "Joined", "Rows", "Windows"]
+           "TokenStream", "Records", "Joined", "Rows", "Windows", "Mixture"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +41,7 @@ class Dataset:
   # What the token ids mean, for sources without a tokenizer (e.g. {"ids": "markov"}); see `vocabulary`.
   ids: dict | None = None
   label_names: tuple = ()  # Name of each label id, where the labels have names (reports and the console show them).
+  sources: tuple = ()  # (NAME, Dataset) of each data.mixture source, scored as its own split NAME.
 
   @property
   def vocab(self) -> str | None:
@@ -107,18 +108,34 @@ def check(config) -> None:
 def load(config) -> Dataset:
   """Prepares (once) and opens the dataset `config.data` names, both splits; with data.labels_per_class,
   the train split keeps only that many labeled examples of each class."""
+  if config.data.mixture:
+    from pretrain.data import mixture  # Loads each source through this function.
+    return mixture.load(config)
   dataset = source(config).load(config)
   if not isinstance(dataset, Dataset):
     raise ConfigError(f"data.name={config.data.name}: its load(config) returned {type(dataset).__name__}, not a "
                       "pretrain.data.Dataset")
+  if config.data.document_mask:
+    dataset = documents(dataset)
   if config.data.labels_per_class:
     dataset = dataclasses.replace(dataset, train=labeled_subset(dataset, config.data.labels_per_class, config.seed))
   return dataset
 
 
+def documents(dataset: Dataset) -> Dataset:
+  """data.document_mask: both splits' batches mark which document each token is in."""
+  end = getattr(dataset.tokenizer, "end_of_text", None)
+  if not (isinstance(dataset.train, TokenStream) and isinstance(dataset.val, TokenStream)) or end is None:
+    raise ConfigError(f"data.document_mask=true needs text read as a stream of documents that end with an "
+                      f"end-of-text token, and {dataset.name} has none; use a folder of files or JSON lines "
+                      "(one document each) or set --config.data.document_mask=false")
+  return dataclasses.replace(dataset, train=dataclasses.replace(dataset.train, document_end=end),
+                             val=dataclasses.replace(dataset.val, document_end=end))
+
+
 def seq_len(dataset: Dataset, context: int) -> int:
   """Tokens the model reads per example: the context for streams, the record length otherwise."""
-  if isinstance(dataset.train, TokenStream):
+  if isinstance(dataset.train, (TokenStream, Mixture)):
     return context
   if "tokens" not in dataset.train.spec:
     return 1  # An image is one item: throughput counts images.

@@ -24,9 +24,34 @@ class TokenStream:
   `tokens` is anything that slices into ids: an array, or a prepared dataset's stored stream
   (pretrain/data/store.py), which reads only the records a window overlaps."""
   tokens: object
+  # With an end-of-text id, batches carry segment_ids (which document each token is in: an end-of-text ends
+  # its document) and a document's first token is not a target (data.document_mask).
+  document_end: int | None = None
 
   def __len__(self):
     return len(self.tokens)
+
+
+@dataclasses.dataclass(frozen=True)
+class Mixture:
+  """Training windows from several token streams in fixed proportions (data.mixture). Source s gives
+  c_s(n) = floor(n W_s) - floor(n W_{s-1}) of the first n rows (W: the cumulative normalised weights), so every
+  batch holds its share to within a row, and the counts so far are a closed form of the step (exact resume)."""
+  names: tuple
+  streams: tuple  # TokenStream per source.
+  weights: tuple  # Normalised, summing to 1.
+
+  def rows_before(self, n: int) -> np.ndarray:
+    """[sources] rows each source gave among the first n rows of training."""
+    # Rounded first: 0.7 + 0.2 is 0.8999999999999999 in floats, and 1000 rows of it must floor to 900.
+    cumulative = np.floor(np.round(n * np.cumsum(self.weights[:-1]), 6)).astype(np.int64)
+    bounds = np.concatenate([[0], cumulative, [n]])
+    return np.diff(bounds)
+
+  def tokens_given(self, step: int, batch_size: int, seq_len: int) -> dict:
+    """{"tokens/NAME": tokens source NAME gave in the first `step` updates}."""
+    rows = self.rows_before(step * batch_size)
+    return {f"tokens/{name}": int(r) * seq_len for name, r in zip(self.names, rows)}
 
 
 class Arrays:
@@ -171,11 +196,19 @@ def train_batch(split, step: int, *, seed: int, batch_size: int, seq_len: int,
   """The process's rows of global training batch `step`."""
   rows = _rows(batch_size, process_index, process_count)
   rng = np.random.default_rng([seed, step])
+  if isinstance(split, Mixture):
+    # Each source's rows of this batch, in source order; the process reads only its own rows' windows.
+    counts = split.rows_before((step + 1) * batch_size) - split.rows_before(step * batch_size)
+    sources = np.repeat(np.arange(len(counts)), counts)
+    starts = np.concatenate([np.random.default_rng([seed, step, s, 3]).integers(
+        0, len(stream) - seq_len - 1, size=n, endpoint=True) for s, (stream, n) in enumerate(zip(split.streams, counts))])
+    windows = [split.streams[s].tokens[a:a + seq_len + 1] for s, a in zip(sources[rows], starts[rows])]
+    return _stream_batch(np.stack(windows).astype(np.int32), np.ones((len(windows), seq_len + 1), np.float32),
+                         split.streams[0].document_end)
   if isinstance(split, TokenStream):
     starts = rng.integers(0, len(split) - seq_len - 1, size=batch_size, endpoint=True)[rows]
     tokens = np.stack([split.tokens[s:s + seq_len + 1] for s in starts]).astype(np.int32)
-    return {"tokens": tokens, "token_mask": np.ones(tokens.shape, np.float32),
-            "mask": np.ones(len(tokens), np.float32)}
+    return _stream_batch(tokens, np.ones(tokens.shape, np.float32), split.document_end)
   # Records: epochs of permutations, each permutation a pure function of (seed, epoch).
   n = len(split)
   positions = np.arange(step * batch_size, (step + 1) * batch_size)[rows]
@@ -188,6 +221,20 @@ def train_batch(split, step: int, *, seed: int, batch_size: int, seq_len: int,
   if split.transform is not None:
     batch = split.transform(batch, [np.random.default_rng([seed, int(p), 2]) for p in positions])
   batch["mask"] = np.ones(len(index), np.float32)
+  return batch
+
+
+def _stream_batch(tokens, token_mask, document_end) -> dict:
+  """Windows of a token stream as a batch; with document_end, each token's document (segment_ids: the number of
+  end-of-text tokens before it, so an end-of-text belongs to the document it ends) and no target at a
+  document's first token, which nothing before it in the window may predict."""
+  batch = {"tokens": tokens, "token_mask": token_mask, "mask": np.ones(len(tokens), np.float32)}
+  if document_end is not None:
+    ends = (tokens[:, :-1] == document_end).astype(np.int32)
+    segments = np.concatenate([np.zeros((len(tokens), 1), np.int32), np.cumsum(ends, axis=1, dtype=np.int32)], 1)
+    batch["segment_ids"] = segments
+    batch["token_mask"] = token_mask * np.concatenate(
+        [np.ones((len(tokens), 1), np.float32), (segments[:, 1:] == segments[:, :-1]).astype(np.float32)], 1)
   return batch
 
 
@@ -223,7 +270,7 @@ def eval_batch(split, b: int, *, batch_size: int, seq_len: int, max_batches: int
       window = split.tokens[int(item) * seq_len:int(item) * seq_len + seq_len + 1]
       tokens[i, :len(window)] = window
       token_mask[i, :len(window)] = mask[i]
-    batch = {"tokens": tokens, "token_mask": token_mask}
+    batch = _stream_batch(tokens, token_mask, split.document_end)
   else:
     batch = split.read(items)
     if split.transform is not None:

@@ -91,6 +91,9 @@ def gpt_config(config, dataset) -> GPTConfig:
   if m.position == "rope" and (m.width // m.num_heads) % 2:
     raise ConfigError(f"model.position=rope rotates pairs of a head's {m.width // m.num_heads} dimensions; "
                       "choose model.width / model.num_heads even")
+  if config.data.document_mask and m.remat != "none":
+    raise ConfigError(f"data.document_mask=true is not implemented with model.remat={m.remat!r}; set "
+                      "--config.model.remat=none")
   if m.num_kv_heads < 0 or (m.num_kv_heads and m.num_heads % m.num_kv_heads):
     raise ConfigError(f"model.num_kv_heads={m.num_kv_heads} must divide model.num_heads={m.num_heads} (0: as many)")
   return GPTConfig(vocab_size=models.vocab_size(config, dataset), context=m.context, num_layers=m.num_layers,
@@ -207,7 +210,8 @@ class CausalSelfAttention(nn.Module):
   config: "GPTConfig"
 
   @nn.compact
-  def __call__(self, x_BxTxD, train: bool, positions_BxT=None, valid_BxT=None, decode: bool = False):
+  def __call__(self, x_BxTxD, train: bool, positions_BxT=None, valid_BxT=None, decode: bool = False,
+               segment_ids_BxT=None):
     c = self.config
     B, T, D = x_BxTxD.shape
     H, K, Q = c.num_heads, c.kv_heads, D // c.num_heads
@@ -222,6 +226,8 @@ class CausalSelfAttention(nn.Module):
       q_BxTxHxQ = rotary(q_BxTxHxQ, positions_BxT, c.rope_theta, c.rope_scaling)
       k_BxTxKxQ = rotary(k_BxTxKxQ, positions_BxT, c.rope_theta, c.rope_scaling)
     valid_BxT = jnp.ones((B, T), bool) if valid_BxT is None and decode else valid_BxT
+    if segment_ids_BxT is not None:  # Documents packed in one row attend within themselves only.
+      same_segment_Bx1xTxT = segment_ids_BxT[:, None, :, None] == segment_ids_BxT[:, None, None, :]
     if decode:
       # Heads before positions, so that both products below are batched matmuls over the cache as it lies:
       # in [B, S, K, Q], XLA transposes the whole cache at every step. Only the K key/value heads are stored.
@@ -242,15 +248,16 @@ class CausalSelfAttention(nn.Module):
       scores_BxKxGxTxS = jnp.where(mask_Bx1x1xTxS, scores_BxKxGxTxS.astype(jnp.float32), jnp.finfo(jnp.float32).min)
       weights_BxKxGxTxS = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(c.dtype)
       y_BxTxHxQ = jnp.einsum("bkgts,bksq->btkgq", weights_BxKxGxTxS, cached_v.value).reshape(B, T, H, Q)
-    elif train and c.dropout > 0:
-      # dot_product_attention has no dropout on the weights; write it out when it is needed.
+    elif segment_ids_BxT is not None or (train and c.dropout > 0):
+      # Written out: dot_product_attention has no dropout on the weights, and its cuDNN path no segment mask.
       k_BxTxHxQ, v_BxTxHxQ = jnp.repeat(k_BxTxKxQ, G, axis=2), jnp.repeat(v_BxTxKxQ, G, axis=2)
       scores_BxHxTxT = jnp.einsum("bthq,bshq->bhts", q_BxTxHxQ, k_BxTxHxQ) / math.sqrt(Q)
+      allowed_Bx1xTxT = jnp.ones((1, 1, T, T), bool) if segment_ids_BxT is None else same_segment_Bx1xTxT
       if c.causal:
-        causal_TxT = jnp.tril(jnp.ones((T, T), bool))
-        scores_BxHxTxT = jnp.where(causal_TxT, scores_BxHxTxT, jnp.finfo(scores_BxHxTxT.dtype).min)
+        allowed_Bx1xTxT = allowed_Bx1xTxT & jnp.tril(jnp.ones((T, T), bool))
+      scores_BxHxTxT = jnp.where(allowed_Bx1xTxT, scores_BxHxTxT, jnp.finfo(scores_BxHxTxT.dtype).min)
       weights_BxHxTxT = jax.nn.softmax(scores_BxHxTxT.astype(jnp.float32), axis=-1).astype(c.dtype)
-      weights_BxHxTxT = nn.Dropout(c.dropout)(weights_BxHxTxT, deterministic=False)
+      weights_BxHxTxT = nn.Dropout(c.dropout)(weights_BxHxTxT, deterministic=not train)
       y_BxTxHxQ = jnp.einsum("bhts,bshq->bthq", weights_BxHxTxT, v_BxTxHxQ)
     else:
       mask_Bx1x1xT = None if valid_BxT is None else valid_BxT[:, None, None]
@@ -284,14 +291,15 @@ class Block(nn.Module):
   config: "GPTConfig"
 
   @nn.compact
-  def __call__(self, x_BxTxD, train: bool, positions_BxT=None, valid_BxT=None, decode: bool = False):
+  def __call__(self, x_BxTxD, train: bool, positions_BxT=None, valid_BxT=None, decode: bool = False,
+               segment_ids_BxT=None):
     c = self.config
     attn, mlp = CausalSelfAttention(c, name="attn"), MLP(c, name="mlp")
     ln_1, ln_2 = _layer_norm(c, "ln_1"), _layer_norm(c, "ln_2")
     if c.norm_position == "post":  # BERT: each residual sum is normalised.
-      x_BxTxD = ln_1(x_BxTxD + attn(x_BxTxD, train, positions_BxT, valid_BxT, decode))
+      x_BxTxD = ln_1(x_BxTxD + attn(x_BxTxD, train, positions_BxT, valid_BxT, decode, segment_ids_BxT))
       return ln_2(x_BxTxD + mlp(x_BxTxD, train))
-    x_BxTxD = x_BxTxD + attn(ln_1(x_BxTxD), train, positions_BxT, valid_BxT, decode)
+    x_BxTxD = x_BxTxD + attn(ln_1(x_BxTxD), train, positions_BxT, valid_BxT, decode, segment_ids_BxT)
     return x_BxTxD + mlp(ln_2(x_BxTxD), train)
 
 
@@ -337,22 +345,35 @@ class GPT(nn.Module):
     return x_BxTxD
 
   def features(self, tokens_BxT, train: bool = False, positions_BxT=None, valid_BxT=None, decode: bool = False,
-               token_types_BxT=None):
+               token_types_BxT=None, segment_ids_BxT=None):
     """The final hidden states [B, T, D], after ln_f: what heads for other tasks read.
 
     Generation (pretrain/sample.py) passes positions_BxT (default 0..T-1), valid_BxT (False at padding, which
     no position attends to) and decode=True (attention reads and extends the "cache" collection)."""
+    if segment_ids_BxT is not None:  # data.document_mask: positions restart at each document.
+      positions_BxT = segment_positions(segment_ids_BxT)
     x_BxTxD = self.drop(self.embed(tokens_BxT, positions_BxT, token_types_BxT), deterministic=not train)
     generating = decode or positions_BxT is not None or valid_BxT is not None
     for block in self.h:
       # Training passes two arguments only: nn.remat holds `train` static and takes no static `decode`.
-      x_BxTxD = block(x_BxTxD, train, positions_BxT, valid_BxT, decode) if generating else block(x_BxTxD, train)
+      x_BxTxD = (block(x_BxTxD, train, positions_BxT, valid_BxT, decode, segment_ids_BxT) if generating
+                 else block(x_BxTxD, train))
     return self.ln_f(x_BxTxD) if self.config.norm_position == "pre" else x_BxTxD
 
-  def __call__(self, tokens_BxT, train: bool = False, positions_BxT=None, valid_BxT=None, decode: bool = False):
-    x_BxTxD = self.features(tokens_BxT, train, positions_BxT, valid_BxT, decode)
+  def __call__(self, tokens_BxT, train: bool = False, positions_BxT=None, valid_BxT=None, decode: bool = False,
+               segment_ids_BxT=None):
+    x_BxTxD = self.features(tokens_BxT, train, positions_BxT, valid_BxT, decode, segment_ids_BxT=segment_ids_BxT)
     logits_BxTxV = self.wte.attend(x_BxTxD) if self.config.tie_embeddings else self.lm_head(x_BxTxD)
     return logits_BxTxV.astype(jnp.float32)
+
+
+def segment_positions(segment_ids_BxT):
+  """Each token's position within its document (segment ids non-decreasing along a row)."""
+  T = segment_ids_BxT.shape[1]
+  starts_BxT = jnp.concatenate([jnp.ones_like(segment_ids_BxT[:, :1], bool),
+                                segment_ids_BxT[:, 1:] != segment_ids_BxT[:, :-1]], axis=1)
+  first_BxT = jax.lax.cummax(jnp.where(starts_BxT, jnp.arange(T), 0), axis=1)
+  return jnp.arange(T) - first_BxT
 
 
 def generation_steps(model, params, length: int):

@@ -11,7 +11,9 @@ def model_inputs(batch):
 
 def loss(model, variables, batch, *, train, rng):
   tokens_BxT1 = batch["tokens"]
-  logits_BxTxV, model_state = apply(model, variables, tokens_BxT1[:, :-1], train=train, rng=rng)
+  # data.document_mask: which document each input token is in (its attention and positions stay inside it).
+  documents = {"segment_ids_BxT": batch["segment_ids"][:, :-1]} if "segment_ids" in batch else {}
+  logits_BxTxV, model_state = apply(model, variables, tokens_BxT1[:, :-1], train=train, rng=rng, **documents)
   nll_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, tokens_BxT1[:, 1:])
   w_BxT = token_weights(batch, tokens_BxT1)[:, 1:]
   sums = {"loss_sum": jnp.sum(nll_BxT * w_BxT), "count": jnp.sum(w_BxT)}

@@ -10,6 +10,7 @@ import time
 import jax
 import numpy as np
 
+from pretrain import data
 from pretrain.trainer import guards, harness, metrics
 from pretrain.errors import PretrainError
 
@@ -110,6 +111,8 @@ class Log(Periodic):
     memory = jax.local_devices()[0].memory_stats() or {}  # Accelerators report it; CPUs do not.
     if "peak_bytes_in_use" in memory:
       row["peak_memory_gib"] = memory["peak_bytes_in_use"] / 2**30
+    if isinstance(self.run.dataset.train, data.Mixture):  # A closed form of the step: a resumed run writes the same.
+      row.update(self.run.dataset.train.tokens_given(step, self.run.config.train.batch_size, self.run.seq_len))
     self.run.writer.write(step, "train", row)
     text = f"step {step:>6} | loss {row['loss']:.4f} | lr {row['lr']:.2e}"
     if speed:
@@ -141,7 +144,7 @@ class Evaluate(Periodic):
       if name == "val" and self.benchmarks is not None:  # lm-eval's scores join the val row.
         out.update(self.benchmarks(state))
       self.run.writer.write(step, name, out)
-      label = "val" if name == "val" else f"{name} (eval.extra)"
+      label = name if name == "val" or name in dict(self.run.dataset.sources) else f"{name} (eval.extra)"
       self.run.writer.console(f"step {step:>6} | {label} loss {out['loss']:.4f} ± {out['loss_sem']:.4f} | "
                               f"{out['bits_per_token']:.4f} bits/token"
                               f"{' | %.4f bits/byte' % out['bits_per_byte'] if 'bits_per_byte' in out else ''}"

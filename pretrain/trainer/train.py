@@ -46,7 +46,7 @@ class Run:
     self.tokens_per_step = config.train.batch_size * self.seq_len
     self.layer_stats = (layer_stats.LayerStats(self.shapes.params, config.log.layer_groups)
                         if config.log.layer_stats else None)
-    self.eval_sets = [("val", self.dataset), *extra_eval_sets(config, self.dataset)]
+    self.eval_sets = [("val", self.dataset), *self.dataset.sources, *extra_eval_sets(config, self.dataset)]
     self.parameters = parameter_counts(self)
 
   def train_fn(self):

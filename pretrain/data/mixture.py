@@ -1,0 +1,42 @@
+"""data.mixture: several text sources trained on in fixed proportions.
+
+Each entry "NAME:KEY=VALUE,...,weight=W" is this run's data config with the entry's data.* values, loaded as any
+single source is (prepared once, read a window at a time, so memory and start-up stay flat however large the
+sources). Training batches draw each source's share of their rows (batching.Mixture, a pure function of the seed
+and the step); the validation split is all sources' validation text, and each source's is scored on its own as
+split NAME (Dataset.sources).
+"""
+import copy
+import dataclasses
+
+from pretrain import configlib
+from pretrain.data import Dataset, Joined, Mixture, TokenStream, load as load_one
+from pretrain.errors import ConfigError, DataError
+
+
+def load(config) -> Dataset:
+  entries = configlib.mixture(config)
+  total = sum(weight for _, _, weight in entries)
+  sources = []
+  for name, overrides, weight in entries:
+    if weight / total * config.train.batch_size < 1:
+      raise ConfigError(f"data.mixture {name!r}: weight {weight} gives it {weight / total:.4f} of each batch of "
+                        f"{config.train.batch_size} rows, under one row; raise its weight or train.batch_size")
+    entry = copy.deepcopy(config)
+    entry.data.mixture = ()
+    for key, value in overrides:
+      configlib.set_value(entry, f"data.{key}", value)
+    dataset = load_one(entry)
+    if not isinstance(dataset.train, TokenStream):
+      raise DataError(f"data.mixture {name!r}: {dataset.name} is not text read as a token stream; mix text sources")
+    if sources and dataset.vocabulary != sources[0][1].vocabulary:
+      raise DataError(f"data.mixture {name!r}: its token ids mean other symbols than {sources[0][0]!r}'s "
+                      f"({dataset.vocabulary} vs {sources[0][1].vocabulary}); give every source the same tokenizer "
+                      "(data.tokenizer=byte or file, not a char vocabulary built from each text)")
+    sources.append((name, dataset))
+  first = sources[0][1]
+  train = Mixture(tuple(n for n, _ in sources), tuple(d.train for _, d in sources),
+                  tuple(w / total for _, _, w in entries))
+  val = TokenStream(Joined(*[d.val.tokens for _, d in sources]), document_end=first.val.document_end)
+  return dataclasses.replace(first, name="mixture:" + ",".join(n for n, _ in sources), train=train, val=val,
+                             sources=tuple(sources))
