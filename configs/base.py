@@ -71,6 +71,12 @@ def get_config(variant=None):
   # dataset (e.g. "sentence" for glue/sst2; with a "label" feature and objective="classification", each example is
   # one row: its first model.context tokens, padded).
   c.data.text_field = "text"
+  # Supervised fine-tuning (name="text", JSON lines): each record's prompt and completion fields; loss and the eval
+  # count cover the completion and its end-of-text only. Records are packed one after another as documents
+  # (attention and positions stay within each, as data.document_mask). Validation: data.val_path, else the last
+  # data.val_fraction of the records. Needs data.tokenizer=byte or file (ids that mean what the base's do).
+  c.data.prompt_field = placeholder(str)
+  c.data.completion_field = placeholder(str)
   c.data.classes = ()  # Keep only these labels, renumbered 0..k-1 in this order, e.g. (5, 6, 7, 8, 9); () keeps all.
   # Image preprocessing, applied to each batch in order: "scale" (uint8 -> float in [0, 1]), "binarize" (>= 128 -> 1),
   # "sample_binarize" (1 with probability level/255: a fresh sample in training, one fixed sample per image in eval),

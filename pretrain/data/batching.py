@@ -27,6 +27,9 @@ class TokenStream:
   # With an end-of-text id, batches carry segment_ids (which document each token is in: an end-of-text ends
   # its document) and a document's first token is not a target (data.document_mask).
   document_end: int | None = None
+  # Supervised fine-tuning: 1 where a token is a target (a completion and its end-of-text), 0 where it is
+  # context only (a prompt); sliced as `tokens` is.
+  targets: object = None
 
   def __len__(self):
     return len(self.tokens)
@@ -208,7 +211,9 @@ def train_batch(split, step: int, *, seed: int, batch_size: int, seq_len: int,
   if isinstance(split, TokenStream):
     starts = rng.integers(0, len(split) - seq_len - 1, size=batch_size, endpoint=True)[rows]
     tokens = np.stack([split.tokens[s:s + seq_len + 1] for s in starts]).astype(np.int32)
-    return _stream_batch(tokens, np.ones(tokens.shape, np.float32), split.document_end)
+    token_mask = (np.ones(tokens.shape, np.float32) if split.targets is None else
+                  np.stack([split.targets[s:s + seq_len + 1] for s in starts]).astype(np.float32))
+    return _stream_batch(tokens, token_mask, split.document_end)
   # Records: epochs of permutations, each permutation a pure function of (seed, epoch).
   n = len(split)
   positions = np.arange(step * batch_size, (step + 1) * batch_size)[rows]
@@ -270,6 +275,8 @@ def eval_batch(split, b: int, *, batch_size: int, seq_len: int, max_batches: int
       window = split.tokens[int(item) * seq_len:int(item) * seq_len + seq_len + 1]
       tokens[i, :len(window)] = window
       token_mask[i, :len(window)] = mask[i]
+      if split.targets is not None:
+        token_mask[i, :len(window)] *= split.targets[int(item) * seq_len:int(item) * seq_len + seq_len + 1]
     batch = _stream_batch(tokens, token_mask, split.document_end)
   else:
     batch = split.read(items)
