@@ -77,6 +77,9 @@ def get_config(variant=None):
   # data.val_fraction of the records. Needs data.tokenizer=byte or file (ids that mean what the base's do).
   c.data.prompt_field = placeholder(str)
   c.data.completion_field = placeholder(str)
+  # Or chats: each record's list of {"role", "content"} under this key, rendered with data.tokenizer_path's chat
+  # template (tokenizer_config.json); the assistant turns are the completions.
+  c.data.messages_field = placeholder(str)
   c.data.classes = ()  # Keep only these labels, renumbered 0..k-1 in this order, e.g. (5, 6, 7, 8, 9); () keeps all.
   # Image preprocessing, applied to each batch in order: "scale" (uint8 -> float in [0, 1]), "binarize" (>= 128 -> 1),
   # "sample_binarize" (1 with probability level/255: a fresh sample in training, one fixed sample per image in eval),

@@ -356,3 +356,28 @@ def test_imported_bert_continues_masked_lm_pretraining(tmp_path):
   assert (saved.model.mask_id, saved.model.vocab_size) == (tok.token_to_id("[MASK]"), V)  # The model's vocabulary, kept.
   losses = [r["loss"] for r in read_metrics(tmp_path / "mlm", "train")]
   assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_supervised_fine_tuning_from_an_imported_llama_counts_completions_only(tmp_path):
+  """SFT (prompt/completion JSON lines) from an imported Llama with LoRA: the eval count is the completions' tokens
+  plus one end-of-text per record, and the completions' loss falls."""
+  _save(_perturbed(CAUSAL["llama"]()), tmp_path / "hf")
+  run_main("import", "--hf-dir", tmp_path / "hf", "--workdir", tmp_path / "base", module="pretrain.hf")
+  tokenizer_path = run_dir.saved_config(str(tmp_path / "base")).data.tokenizer_path
+  records = [{"prompt": f"the {a} sat on", "completion": f" the {b}"} for a, b in [("cat", "mat"), ("dog", "log")] * 60]
+  for name, rows in (("train", records), ("val", records[:10])):
+    (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  run_main("--config", os.path.join(ROOT, "configs/shakespeare_char.py"), f"--config.init.workdir={tmp_path / 'base'}",
+           f"--config.data.path={tmp_path / 'train.jsonl'}", f"--config.data.val_path={tmp_path / 'val.jsonl'}",
+           "--config.data.prompt_field=prompt", "--config.data.completion_field=completion",
+           "--config.data.tokenizer=file", f"--config.data.tokenizer_path={tokenizer_path}",
+           "--config.model.lora.rank=4", "--config.model.dropout=0.0", "--config.model.context=16",
+           "--config.train.batch_size=8", "--config.train.steps=20", "--config.train.log_every=10",
+           "--config.train.eval_every=10", "--config.train.checkpoint_every=20", "--config.optim.lr=1e-2",
+           "--config.optim.warmup_steps=2", "--workdir", tmp_path / "sft")
+  tok = tokenizers.Tokenizer.from_file(os.path.join(tokenizer_path, "tokenizer.json")
+                                       if os.path.isdir(tokenizer_path) else tokenizer_path)
+  want = sum(len(tok.encode(r["completion"], add_special_tokens=False).ids) + 1 for r in records[:10])
+  val = read_metrics(tmp_path / "sft", "val")
+  assert [r["count"] for r in val] == [want, want]
+  assert val[-1]["loss"] < val[0]["loss"]

@@ -39,7 +39,7 @@ def load(config) -> Dataset:
     raise DataError("data.name=text needs a file or directory: set --config.data.path=PATH")
   if d.label_field and wants_labels(config):
     return labeled.load(config, f"text:{d.path}", tokenizer_path(d))
-  if d.prompt_field or d.completion_field:
+  if d.prompt_field or d.completion_field or d.messages_field:
     from pretrain.data import sft  # It reads this module's tokenizer_path.
     return sft.load(config)
   folder = _prepare(d, builders.default_data_dir(d.data_dir))
