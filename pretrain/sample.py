@@ -1,7 +1,7 @@
 """Continue prompts from a run's checkpoint through its family's generation steps: a GPT's key-value cache, an
 LSTM's carry (pretrain/models/__init__.py: generation_steps).
 
-  python -m pretrain.sample --workdir DIR [--prompt TEXT | --prompts_file PATH] [--num_samples N]
+  python -m pretrain.sample --workdir DIR [--prompt TEXT | --prompts_file PATH] [--chat] [--num_samples N]
       [--max_new_tokens N] [--temperature T] [--top_k K] [--top_p P] [--stop TEXT] [--seed S] [--format text|jsonl]
 
 How the prompts are continued: pretrain/models/generation.py. Stderr gets the call's speed, compilation
@@ -63,6 +63,10 @@ def main(argv):
   config.model.remat = "none"  # Rematerialisation saves memory in the backward pass only.
   run = run_dir.load(FLAGS.workdir, at_step=FLAGS.step, config=config)
   texts = [t for t in _prompt_texts() for _ in range(FLAGS.num_samples)]
+  if FLAGS.chat:  # As data.messages_field rendered the chats it was fine-tuned on.
+    from pretrain.data import sft
+    template = sft.ChatTemplate.of(config.data.tokenizer_path)
+    texts = [template.render([{"role": "user", "content": t}], add_generation_prompt=True) for t in texts]
   end_id = getattr(run.dataset.tokenizer, "end_of_text", None)
   family = models.family(config)
   out = generate(run.model, run.params, [_encode(run.dataset, t) for t in texts], family=config.model.family,
@@ -87,6 +91,9 @@ def define_flags():
   flags.DEFINE_string("prompt", "\n", "Text to continue.")
   flags.DEFINE_string("prompts_file", None, "A text file of prompts, one a line, in place of --prompt; one batch.")
   flags.DEFINE_integer("num_samples", 1, "Samples of each prompt.")
+  flags.DEFINE_bool("chat", False, "Each prompt is a user's message: rendered in the run's chat template (its "
+                    "tokenizer's tokenizer_config.json) with the assistant's generation prompt, as data.messages_field "
+                    "fine-tuning renders chats.")
   flags.DEFINE_integer("max_new_tokens", 200, "Tokens to generate per sample; with the prompt at most model.context "
                        "for a GPT.")
   flags.DEFINE_float("temperature", 1.0, "Softmax temperature; 0 picks the most likely token (greedy).")

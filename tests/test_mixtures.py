@@ -135,10 +135,15 @@ def test_sources_with_other_vocabularies_are_refused_in_one_line(tmp_path):
   assert "data.mixture 'b': its token ids mean other symbols" in proc.stderr.strip().splitlines()[-1]
 
 
-def test_document_masking_trains_under_pmap(tmp_path):
+def test_document_masking_gives_one_run_under_every_strategy(tmp_path):
   docs = tmp_path / "docs.jsonl"
   docs.write_text("".join(json.dumps({"text": f"doc {i}: " + "ab" * (i % 7)}) + "\n" for i in range(400)))
-  run_main("--config", "configs/quickstart.py:tiny", "--config.data.name=text", "--config.data.tokenizer=byte",
-           f"--config.data.path={docs}", "--config.data.document_mask=true", "--config.parallel.strategy=pmap",
-           "--config.model.context=32", "--workdir", tmp_path / "run")
-  assert np.isfinite(read_metrics(tmp_path / "run", "val")[-1]["loss"])
+  losses = {}
+  for strategy in ("single", "pmap", "mesh"):
+    run_main("--config", "configs/quickstart.py:tiny", "--config.data.name=text", "--config.data.tokenizer=byte",
+             f"--config.data.path={docs}", "--config.data.document_mask=true", f"--config.parallel.strategy={strategy}",
+             "--config.model.context=32", "--workdir", tmp_path / strategy)
+    losses[strategy] = read_metrics(tmp_path / strategy, "val")[-1]["loss"]
+  assert np.isfinite(losses["single"])
+  for strategy in ("pmap", "mesh"):
+    assert abs(losses[strategy] - losses["single"]) <= 1e-5 * abs(losses["single"]), losses

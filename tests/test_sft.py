@@ -78,8 +78,11 @@ def test_chat_records_train_on_assistant_turns(tmp_path):
   run_main("--config", "configs/quickstart.py:tiny", "--config.data.name=text", "--config.data.tokenizer=file",
            f"--config.data.tokenizer_path={folder}", f"--config.data.path={tmp_path / 'train.jsonl'}",
            f"--config.data.val_path={tmp_path / 'val.jsonl'}", "--config.data.messages_field=messages",
-           "--config.model.context=32", "--workdir", tmp_path / "run")
+           "--config.model.context=64", "--workdir", tmp_path / "run")
   theirs = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
   want = 20 * sum(1 + sum(len(theirs.encode(m["content"] + "<|im_end|>\n").ids) for m in chat
                            if m["role"] == "assistant") for chat in CHATS)  # One end-of-text per record.
   assert read_metrics(tmp_path / "run", "val")[-1]["count"] == want
+  out = run_main("--workdir", tmp_path / "run", "--prompt", "2 + 2?", "--chat", "--max_new_tokens", "4",
+                 "--temperature", "0", "--format", "jsonl", module="pretrain.sample").stdout
+  assert json.loads(out.splitlines()[0])["prompt"] == "<|im_start|>user\n2 + 2?<|im_end|>\n<|im_start|>assistant\n"
