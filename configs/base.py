@@ -207,6 +207,9 @@ def get_config(variant=None):
   c.log.wandb_entity = placeholder(str)  # W&B team or user; unset: your default entity.
   c.log.wandb_name = placeholder(str)  # W&B run name; unset: the workdir's name.
   c.log.wandb_tags = ()  # W&B tags.
+  # The chip's dense bf16 peak in TFLOP/s for the train rows' `mfu` (model FLOPs per device over it); 0: by
+  # jax's device_kind (H100/H200 989, A100 312, TPU v4 275, v5e 197, v5p 459, v6e 918), none on CPUs.
+  c.log.peak_flops = 0.0
   c.log.layer_stats = False  # On log steps, norms of parameters, gradients and applied updates per group (free when off).
   # Groups of log.layer_stats: a parameter belongs to the first regex that matches its name, under the matched text
   # (so "^[^/]+" groups by top-level module: h_0, wte, ...); unmatched ones form "other".

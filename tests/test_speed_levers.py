@@ -57,3 +57,19 @@ def test_dropout_masks_from_another_generator(tmp_path):
   proc = run_main("--config", "configs/quickstart.py:tiny", "--config.train.dropout_rng=philox",
                   "--workdir", tmp_path / "bad", check=False)
   assert proc.returncode != 0 and "train.dropout_rng='philox' is not a generator" in proc.stderr
+
+
+def test_mfu_is_nanogpts_flop_count_over_the_peak(tmp_path):
+  from pretrain.trainer import metrics
+  assert metrics.peak_flops("NVIDIA H200") == 989e12 and metrics.peak_flops("TPU v5 lite") == 197e12
+  assert metrics.peak_flops("TPU v5p") == 459e12 and metrics.peak_flops("cpu") is None
+  config = tiny_config(**{"log.peak_flops": 0.5})  # 0.5 TFLOP/s per device.
+  assert config.parallel.strategy == "single"
+  train.train(config, str(tmp_path))
+  L, H, D, T = config.model.num_layers, config.model.num_heads, config.model.width, config.model.context
+  params = run_dir.load(str(tmp_path)).params
+  n = sum(np.size(x) for path, x in jax.tree_util.tree_leaves_with_path(params) if "wpe" not in jax.tree_util.keystr(path))
+  by_hand = 6 * n + 12 * L * H * (D // H) * T
+  for row in read_metrics(tmp_path, "train"):
+    per_device = row["tokens_per_s"] * by_hand  # parallel.strategy=single: one device.
+    assert abs(row["mfu"] - per_device / 0.5e12) <= 1e-9 + 1e-6 * row["mfu"]

@@ -98,6 +98,7 @@ class Log(Periodic):
   def __init__(self, run, window: Window, lr, flops_per_token: float):
     super().__init__(run.config.train.log_every, run.config.train.steps)
     self.run, self.window, self.lr, self.flops_per_token = run, window, lr, flops_per_token
+    self.peak = metrics.peak_flops(jax.devices()[0].device_kind, run.config.log.peak_flops)
 
   def __call__(self, step, state) -> bool:
     del state
@@ -108,6 +109,8 @@ class Log(Periodic):
     if speed:
       row["model_flops_per_s"] = speed * self.flops_per_token
       row["model_flops_per_s_per_device"] = row["model_flops_per_s"] / self.run.strategy.num_devices
+      if self.peak:  # Model FLOP utilisation: nanoGPT's count over the chip's dense bf16 peak.
+        row["mfu"] = row["model_flops_per_s_per_device"] / self.peak
     memory = jax.local_devices()[0].memory_stats() or {}  # Accelerators report it; CPUs do not.
     if "peak_bytes_in_use" in memory:
       row["peak_memory_gib"] = memory["peak_bytes_in_use"] / 2**30
@@ -117,8 +120,8 @@ class Log(Periodic):
     text = f"step {step:>6} | loss {row['loss']:.4f} | lr {row['lr']:.2e}"
     if speed:
       eta = (self.last_step - step) * self.run.tokens_per_step / speed
-      text += (f" | {speed:,.0f} tok/s | {row['model_flops_per_s'] / 1e9:.1f} GFLOP/s | "
-               f"eta {metrics.format_duration(eta)}")
+      text += (f" | {speed:,.0f} tok/s | {row['model_flops_per_s'] / 1e9:.1f} GFLOP/s"
+               f"{' | MFU %.1f%%' % (100 * row['mfu']) if 'mfu' in row else ''} | eta {metrics.format_duration(eta)}")
     self.run.writer.console(text)
     return True
 

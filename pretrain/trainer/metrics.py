@@ -45,6 +45,20 @@ def summarize_eval(per_batch: list[dict]) -> dict:
   return out
 
 
+# Dense bf16 peaks in TFLOP/s per chip, by the start of jax's device_kind (lowercase); the first match wins.
+PEAK_TFLOPS = (("nvidia h100", 989.0), ("nvidia h200", 989.0), ("nvidia gh200", 989.0), ("nvidia a100", 312.0),
+               ("tpu v4", 275.0), ("tpu v5 lite", 197.0), ("tpu v5e", 197.0), ("tpu v5p", 459.0), ("tpu v5", 459.0),
+               ("tpu v6 lite", 918.0), ("tpu v6e", 918.0), ("tpu7x", 2307.0))
+
+
+def peak_flops(device_kind: str, override_tflops: float = 0.0) -> float | None:
+  """A chip's dense bf16 peak in FLOP/s (log.peak_flops, in TFLOP/s, when set); None where unknown (CPUs)."""
+  if override_tflops:
+    return override_tflops * 1e12
+  kind = device_kind.lower()
+  return next((tflops * 1e12 for prefix, tflops in PEAK_TFLOPS if kind.startswith(prefix)), None)
+
+
 def describe_eval(out: dict) -> str:
   """The console's summary of an evaluation's fields beyond the loss: next_token's reference scores, e.g.
   ' | entropy 0.9950 (+0.0418) | best 1.0211 (+0.0157)'; classification's accuracy, F1 per label name and the
