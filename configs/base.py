@@ -134,6 +134,9 @@ def get_config(variant=None):
   # Token embeddings: "gather" (rows of the table) or "one_hot" (a one-hot matmul: the same outputs, and a gradient
   # without XLA:GPU's scatter-add, which is ~10x slower for small vocabularies such as characters; GPT family).
   c.model.embed_lookup = "gather"
+  # GPT family: the blocks under nn.scan, parameters stacked on a leading layer axis: compile time stops growing
+  # with depth. The same initial parameters and losses as unscanned; checkpoints convert both ways.
+  c.model.scan_layers = False
   c.model.attention = "xla"  # jax.nn.dot_product_attention implementation: "xla" or "cudnn" (GPU only).
   c.model.stage_sizes = (3, 3, 3)  # resnet: residual blocks per stage (ResNet-20: (3, 3, 3); ResNet-18: (2, 2, 2, 2)).
   c.model.stage_widths = (16, 32, 64)  # resnet: channels per stage (ResNet-20: 16/32/64; ResNet-18: 64/128/256/512).

@@ -36,7 +36,7 @@ from pretrain.data import tokenizers
 from pretrain.errors import CheckpointError, ConfigError, DataError
 from pretrain.hf import files
 from pretrain.hf.files import WEIGHTS, WEIGHTS_INDEX, Reader
-from pretrain.models import lora
+from pretrain.models import gpt, lora
 
 _MAX_LISTED = 8
 
@@ -281,6 +281,8 @@ def export_hf(workdir: str, hf_dir: str, at_step: int | None = None) -> str:
   config, params, _ = restore(workdir, at_step)
   m = config.model
   module = exporter_for(m)
+  if m.scan_layers:  # Transformers keeps one set of weights per layer.
+    params = gpt.unstack_layers(params)
   params = lora.merge(params, m.lora)
   m.vocab_size = tree.shapes(params).get("wte/embedding", (m.vocab_size,))[0]
   specials = {}

@@ -62,6 +62,8 @@ class GPTConfig:
   rope_theta: float = 10000.0  # Rotary base.
   rope_scaling: tuple = ()  # () or ("linear", factor) or ("llama3", factor, low_freq_factor, high_freq_factor,
   # original context): rescaled rotary frequencies for contexts past the one pretrained on.
+  scan_layers: bool = False  # Blocks under nn.scan (parameters stacked [num_layers, ...] under h/block): one block
+  # compiled, not num_layers of them. Initial parameters are the unscanned model's, stacked.
   embed_lookup: str = "gather"  # "gather" rows of wte, or "one_hot": a one-hot matmul, whose gradient needs no
   # scatter-add (XLA:GPU's, under many repeats of few tokens, is a slow compare-and-swap loop). Same outputs;
   # in bf16 the table's gradient sums in another order.
@@ -91,9 +93,6 @@ def gpt_config(config, dataset) -> GPTConfig:
   if m.position == "rope" and (m.width // m.num_heads) % 2:
     raise ConfigError(f"model.position=rope rotates pairs of a head's {m.width // m.num_heads} dimensions; "
                       "choose model.width / model.num_heads even")
-  if config.data.document_mask and m.remat != "none":
-    raise ConfigError(f"data.document_mask=true is not implemented with model.remat={m.remat!r}; set "
-                      "--config.model.remat=none")
   if m.num_kv_heads < 0 or (m.num_kv_heads and m.num_heads % m.num_kv_heads):
     raise ConfigError(f"model.num_kv_heads={m.num_kv_heads} must divide model.num_heads={m.num_heads} (0: as many)")
   return GPTConfig(vocab_size=models.vocab_size(config, dataset), context=m.context, num_layers=m.num_layers,
@@ -109,7 +108,8 @@ def gpt_config(config, dataset) -> GPTConfig:
                    num_kv_heads=m.num_kv_heads, mlp_width=m.mlp_width, norm=models.choice("model.norm", m.norm, NORMS),
                    norm_position=models.choice("model.norm_position", m.norm_position, NORM_POSITIONS),
                    qkv_bias=bool(m.qkv_bias), rope_theta=float(m.rope_theta), rope_scaling=_rope_scaling(m.rope_scaling),
-                   embed_lookup=models.choice("model.embed_lookup", m.embed_lookup, ("gather", "one_hot")))
+                   embed_lookup=models.choice("model.embed_lookup", m.embed_lookup, ("gather", "one_hot")),
+                   scan_layers=bool(m.scan_layers))
 
 
 def _rope_scaling(r) -> tuple:
@@ -291,8 +291,8 @@ class Block(nn.Module):
   config: "GPTConfig"
 
   @nn.compact
-  def __call__(self, x_BxTxD, train: bool, positions_BxT=None, valid_BxT=None, decode: bool = False,
-               segment_ids_BxT=None):
+  def __call__(self, x_BxTxD, train: bool, positions_BxT=None, valid_BxT=None, segment_ids_BxT=None,
+               decode: bool = False):  # decode last: nn.remat holds `train` static, and decoding never remats.
     c = self.config
     attn, mlp = CausalSelfAttention(c, name="attn"), MLP(c, name="mlp")
     ln_1, ln_2 = _layer_norm(c, "ln_1"), _layer_norm(c, "ln_2")
@@ -304,6 +304,44 @@ class Block(nn.Module):
 
 
 _REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
+class _ScanLayer(nn.Module):
+  """One block as nn.scan's body: (x, None) -> (x, None), the other arguments broadcast to every layer."""
+  config: "GPTConfig"
+
+  @nn.compact
+  def __call__(self, x_BxTxD, carry, train, positions_BxT, valid_BxT, decode, segment_ids_BxT):
+    c = self.config
+    if c.remat == "none" or decode:
+      return Block(c, name="block")(x_BxTxD, train, positions_BxT, valid_BxT, segment_ids_BxT, decode), carry
+    block = nn.remat(Block, static_argnums=(2,), policy=_REMAT_POLICIES[c.remat])
+    return block(c, name="block")(x_BxTxD, train, positions_BxT, valid_BxT, segment_ids_BxT), carry
+
+
+def stack_layers(tree: dict, num_layers: int) -> dict:
+  """An unscanned model's variables (h_0 ... h_{L-1}) in model.scan_layers' layout (h/block, stacked on axis 0),
+  in every collection (params, cache); trees without h_0 come back as they are."""
+  tree = dict(tree)
+  if "h_0" in tree:
+    layers = [tree.pop(f"h_{i}") for i in range(num_layers)]
+    return {**tree, "h": {"block": jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *layers)}}
+  return {k: stack_layers(v, num_layers) if isinstance(v, dict) and k not in ("h",) else v for k, v in tree.items()}
+
+
+def unstack_layers(tree: dict) -> dict:
+  """model.scan_layers' variables (h/block stacked) as the unscanned model holds them (h_0 ... h_{L-1})."""
+  tree = dict(tree)
+  if "h" in tree and isinstance(tree["h"], dict) and "block" in tree["h"]:
+    stacked = tree.pop("h")["block"]
+    num_layers = jax.tree_util.tree_leaves(stacked)[0].shape[0]
+    return {**tree, **{f"h_{i}": jax.tree_util.tree_map(lambda x, i=i: x[i], stacked) for i in range(num_layers)}}
+  return {k: unstack_layers(v) if isinstance(v, dict) else v for k, v in tree.items()}
+
+
+def match_layers(params: dict, scan_layers: bool, num_layers: int) -> dict:
+  """Parameters of either layout in the one `scan_layers` asks for (a checkpoint moves between the two)."""
+  return stack_layers(params, num_layers) if scan_layers else unstack_layers(params)
 
 
 class GPT(nn.Module):
@@ -319,8 +357,12 @@ class GPT(nn.Module):
       self.wpe = nn.Embed(c.context, c.width, embedding_init=nn.initializers.normal(0.02), dtype=c.dtype,
                           param_dtype=c.param_dtype)
     self.drop = nn.Dropout(c.dropout)
-    block = Block if c.remat == "none" else nn.remat(Block, static_argnums=(2,), policy=_REMAT_POLICIES[c.remat])
-    self.h = [block(c, name=f"h_{i}") for i in range(c.num_layers)]
+    if c.scan_layers:
+      self.h = nn.scan(_ScanLayer, variable_axes={"params": 0, "cache": 0}, split_rngs={"params": True, "dropout": True},
+                       in_axes=(nn.broadcast,) * 6, length=c.num_layers)(c, name="h")
+    else:
+      block = Block if c.remat == "none" else nn.remat(Block, static_argnums=(2,), policy=_REMAT_POLICIES[c.remat])
+      self.h = [block(c, name=f"h_{i}") for i in range(c.num_layers)]
     if c.norm_position == "pre":  # Post-norm blocks end normalised already.
       self.ln_f = _layer_norm(c, "ln_f")
     if not c.tie_embeddings:
@@ -328,6 +370,13 @@ class GPT(nn.Module):
       head_init = nn.initializers.zeros if c.head_init == "zeros" else nn.initializers.normal(0.02)
       self.lm_head = nn.Dense(c.vocab_size, use_bias=False, dtype=c.dtype, param_dtype=c.param_dtype,
                               kernel_init=head_init)
+
+  def init(self, rngs, *args, **kwargs):
+    """Under model.scan_layers, the unscanned model's initial variables, stacked: the same parameters either way."""
+    if not self.config.scan_layers:
+      return super().init(rngs, *args, **kwargs)
+    twin = self.clone(config=dataclasses.replace(self.config, scan_layers=False), parent=None)
+    return stack_layers(twin.init(rngs, *args, **kwargs), self.config.num_layers)
 
   def embed(self, tokens_BxT, positions_BxT=None, token_types_BxT=None):
     """Token (and learned position) embeddings [B, T, D]; token types are BERT's (models/bert.py)."""
@@ -354,9 +403,12 @@ class GPT(nn.Module):
       positions_BxT = segment_positions(segment_ids_BxT)
     x_BxTxD = self.drop(self.embed(tokens_BxT, positions_BxT, token_types_BxT), deterministic=not train)
     generating = decode or positions_BxT is not None or valid_BxT is not None
-    for block in self.h:
-      # Training passes two arguments only: nn.remat holds `train` static and takes no static `decode`.
-      x_BxTxD = (block(x_BxTxD, train, positions_BxT, valid_BxT, decode, segment_ids_BxT) if generating
+    if self.config.scan_layers:
+      x_BxTxD, _ = self.h(x_BxTxD, None, train, positions_BxT, valid_BxT, decode, segment_ids_BxT)
+    for block in [] if self.config.scan_layers else self.h:
+      # nn.remat holds `train` static and takes no static `decode`: it is passed only when decoding (never remat).
+      x_BxTxD = (block(x_BxTxD, train, positions_BxT, valid_BxT, segment_ids_BxT, decode) if decode
+                 else block(x_BxTxD, train, positions_BxT, valid_BxT, segment_ids_BxT) if generating
                  else block(x_BxTxD, train))
     return self.ln_f(x_BxTxD) if self.config.norm_position == "pre" else x_BxTxD
 

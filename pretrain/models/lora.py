@@ -46,6 +46,9 @@ def wrap(model, config):
     return model
   if lora.alpha <= 0:
     raise ConfigError(f"model.lora.alpha={lora.alpha} must be > 0")
+  if config.model.get("scan_layers"):
+    raise ConfigError("model.lora with model.scan_layers=true is not implemented (adapters sit beside 2-D kernels, "
+                      "and scanned ones are stacked); set --config.model.scan_layers=false")
   return LoRA(model, int(lora.rank), scale(lora), Rules("model.lora.targets", lora.targets),
               classifier.backbone_prefix(config))
 
