@@ -135,7 +135,8 @@ def get_config(variant=None):
   # without XLA:GPU's scatter-add, which is ~10x slower for small vocabularies such as characters; GPT family).
   c.model.embed_lookup = "gather"
   # GPT family: the blocks under nn.scan, parameters stacked on a leading layer axis: compile time stops growing
-  # with depth. The same initial parameters and losses as unscanned; checkpoints convert both ways.
+  # with depth. The same computation as unscanned from the same parameters (a checkpoint converts both ways:
+  # pretrain.models.gpt.stack_layers / unstack_layers); the initial draw is its own.
   c.model.scan_layers = False
   c.model.attention = "xla"  # jax.nn.dot_product_attention implementation: "xla" or "cudnn" (GPU only).
   c.model.stage_sizes = (3, 3, 3)  # resnet: residual blocks per stage (ResNet-20: (3, 3, 3); ResNet-18: (2, 2, 2, 2)).

@@ -63,7 +63,8 @@ class GPTConfig:
   rope_scaling: tuple = ()  # () or ("linear", factor) or ("llama3", factor, low_freq_factor, high_freq_factor,
   # original context): rescaled rotary frequencies for contexts past the one pretrained on.
   scan_layers: bool = False  # Blocks under nn.scan (parameters stacked [num_layers, ...] under h/block): one block
-  # compiled, not num_layers of them. Initial parameters are the unscanned model's, stacked.
+  # compiled, not num_layers of them. Its initial parameters are its own draw (each layer its own key) from the
+  # unscanned model's distributions; stack_layers / unstack_layers convert parameters between the two.
   embed_lookup: str = "gather"  # "gather" rows of wte, or "one_hot": a one-hot matmul, whose gradient needs no
   # scatter-add (XLA:GPU's, under many repeats of few tokens, is a slow compare-and-swap loop). Same outputs;
   # in bf16 the table's gradient sums in another order.
@@ -370,13 +371,6 @@ class GPT(nn.Module):
       head_init = nn.initializers.zeros if c.head_init == "zeros" else nn.initializers.normal(0.02)
       self.lm_head = nn.Dense(c.vocab_size, use_bias=False, dtype=c.dtype, param_dtype=c.param_dtype,
                               kernel_init=head_init)
-
-  def init(self, rngs, *args, **kwargs):
-    """Under model.scan_layers, the unscanned model's initial variables, stacked: the same parameters either way."""
-    if not self.config.scan_layers:
-      return super().init(rngs, *args, **kwargs)
-    twin = self.clone(config=dataclasses.replace(self.config, scan_layers=False), parent=None)
-    return stack_layers(twin.init(rngs, *args, **kwargs), self.config.num_layers)
 
   def embed(self, tokens_BxT, positions_BxT=None, token_types_BxT=None):
     """Token (and learned position) embeddings [B, T, D]; token types are BERT's (models/bert.py)."""
