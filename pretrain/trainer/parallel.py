@@ -17,6 +17,8 @@ Checkpoints always hold global, unreplicated arrays, so any strategy resumes any
 `init(init_fn, abstract)` builds a fresh state straight into `abstract`'s shardings.
 """
 
+import re
+
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
@@ -137,9 +139,20 @@ class Pmap(_GlobalReplicated):
     return jax.tree_util.tree_map(lambda x: _host(x)[0], tree)
 
 
+# Megatron's layout over the tensor axis, as (regex on the parameter's name, dimension from the end): attention
+# heads and the MLP's hidden units are split (the q/k/v and fc kernels by output column, the projections back by
+# input row), so each device computes its heads and hidden units and one reduction joins them per block; the
+# embedding and the untied head are split over the vocabulary (the largest matrices of small models, and the
+# logits' softmax reduces over it once). Norms and the rest are replicated. Counting from the end, the same
+# entries fit stacked (model.scan_layers) parameters and the optimizer's moments, whose names end alike.
+TENSOR_RULES = ((r"attn/c_attn/(kernel|bias)$", -1), (r"mlp/c_fc/(kernel|bias)$", -1), (r"attn/c_proj/kernel$", -2),
+                (r"mlp/c_proj/kernel$", -2), (r"wte/embedding$", -2), (r"lm_head/kernel$", -1))
+
+
 class MeshStrategy(_GlobalReplicated):
-  """jax.jit over a (data, fsdp) Mesh: the batch is split over all devices; parameters and optimizer
-  state are sharded over `fsdp` (FSDP / ZeRO-3) and replicated over `data`."""
+  """jax.jit over a (data, fsdp, tensor) Mesh: the batch is split over data x fsdp; parameters and optimizer
+  state are split over `tensor` (TENSOR_RULES), sharded over `fsdp` (FSDP / ZeRO-3) on another dimension, and
+  replicated over `data`. XLA inserts the collectives each layout needs."""
   name = "mesh"
   data_axis = None  # jit sees the global batch.
 
@@ -147,9 +160,10 @@ class MeshStrategy(_GlobalReplicated):
     p = config.parallel
     self.donate = (0,) if config.train.donate else ()
     devices = jax.devices()
-    shape = list(p.mesh_shape)
-    if len(shape) != 2 or shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
-      raise ConfigError(f"parallel.mesh_shape={tuple(shape)} must be (data, fsdp) sizes with at most one -1")
+    shape = list(p.mesh_shape) + [1] * (len(p.mesh_shape) == 2)  # (data, fsdp) means no tensor axis.
+    if len(shape) != 3 or shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
+      raise ConfigError(f"parallel.mesh_shape={tuple(p.mesh_shape)} must be (data, fsdp) or (data, fsdp, tensor) "
+                        "sizes with at most one -1")
     known = int(np.prod([s for s in shape if s != -1]))
     if -1 in shape:
       if len(devices) % known:
@@ -162,10 +176,11 @@ class MeshStrategy(_GlobalReplicated):
     devices = devices[:needed]  # A smaller mesh than the host has uses its first devices.
     # Built by hand, not jax.make_mesh: devices stay in process order, so each process's rows of the
     # global batch land on its own devices.
-    self.global_mesh = Mesh(np.array(devices).reshape(shape), ("data", "fsdp"),
-                            axis_types=(AxisType.Auto, AxisType.Auto))
+    self.global_mesh = Mesh(np.array(devices).reshape(shape), ("data", "fsdp", "tensor"),
+                            axis_types=(AxisType.Auto,) * 3)
     self.num_devices = len(devices)
-    self.fsdp_size = shape[1]
+    self.fsdp_size, self.tensor_size = shape[1], shape[2]
+    self.tensor_rules = [(re.compile(pattern), dim) for pattern, dim in TENSOR_RULES]
     self.rules = Rules("parallel.fsdp_rules", p.fsdp_rules, int, form="REGEX=DIM", example="wte/embedding=0")
     self._state_shardings = None
 
@@ -173,12 +188,17 @@ class MeshStrategy(_GlobalReplicated):
     shape = np.shape(x)
     name = path_name(path)
     spec = [None] * len(shape)
+    if self.tensor_size > 1 and shape:
+      dim = next((d % len(shape) for pattern, d in self.tensor_rules if pattern.search(name) and -d <= len(shape)),
+                 None)
+      if dim is not None and shape[dim] % self.tensor_size == 0:  # Else replicated (e.g. an unpadded vocabulary).
+        spec[dim] = "tensor"
     if self.fsdp_size > 1 and shape:
       dim = self.rules.value(name)
-      if dim is None:  # The largest dimension the fsdp axis divides.
-        candidates = [d for d in np.argsort(shape)[::-1] if shape[d] % self.fsdp_size == 0]
+      if dim is None:  # The largest dimension the fsdp axis divides, of those the tensor axis leaves.
+        candidates = [d for d in np.argsort(shape)[::-1] if shape[d] % self.fsdp_size == 0 and spec[d] is None]
         dim = int(candidates[0]) if candidates else None
-      elif dim >= len(shape) or shape[dim] % self.fsdp_size:
+      elif dim >= len(shape) or shape[dim] % self.fsdp_size or spec[dim] is not None:
         dim = None
       if dim is not None:
         spec[dim] = "fsdp"

@@ -95,6 +95,15 @@ def parameter_counts(run) -> dict:
           "optimizer_state_bytes": int(opt_bytes)}
 
 
+def per_device_bytes(state) -> str:
+  """", X MiB of parameters per device" where a device holds a part of them (FSDP, a tensor axis), else ""."""
+  leaves = [x for x in jax.tree_util.tree_leaves(state.params) if isinstance(x, jax.Array)]
+  whole = sum(x.nbytes for x in leaves)
+  first = jax.local_devices()[0]
+  mine = sum(s.data.nbytes for x in leaves for s in x.addressable_shards if s.device == first)
+  return f", {mine / 2**20:,.2f} MiB of parameters per device (of {whole / 2**20:,.2f})" if mine < whole else ""
+
+
 def describe_parameters(run) -> str:
   counts = run.parameters
   total, trainable = counts["total"], counts["trainable"]
@@ -167,7 +176,7 @@ def _train(config, workdir: str, preemption, initialize=None) -> dict:
   owed = [a for a in every if a.name in saved.get("owed", ())]  # What a preemption left undone at `start`.
   run.writer.truncate_after(start, redo=[split for a in owed for split in a.splits])
   run.writer.console(f"{describe_parameters(run)}; {run.dataset.name}; {run.strategy.name} on "
-                     f"{run.strategy.num_devices} device(s); steps {start}->{t.steps}")
+                     f"{run.strategy.num_devices} device(s){per_device_bytes(state)}; steps {start}->{t.steps}")
   profile, train_fn, k = actions.Profile(run), run.train_fn(), t.steps_per_call
 
   def at_boundary(step, state, due):
