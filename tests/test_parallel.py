@@ -23,6 +23,9 @@ STRATEGIES = {
     "mesh_data": {"parallel.strategy": "mesh", "parallel.mesh_shape": "(8,1)"},
     "mesh_fsdp": {"parallel.strategy": "mesh", "parallel.mesh_shape": "(1,8)"},
     "mesh_2x4": {"parallel.strategy": "mesh", "parallel.mesh_shape": "(2,4)"},
+    "tensor_2x2x2": {"parallel.strategy": "mesh", "parallel.mesh_shape": "(2,2,2)"},
+    "tensor_1x1x8": {"parallel.strategy": "mesh", "parallel.mesh_shape": "(1,1,8)"},
+    "tensor_4x1x2": {"parallel.strategy": "mesh", "parallel.mesh_shape": "(4,1,2)"},
 }
 
 
@@ -64,9 +67,41 @@ def test_fsdp_shards_parameters_and_optimizer_state():
   assert shard.addressable_shards[0].data.shape[1] == shard.shape[1] // 4
 
 
+def test_the_tensor_axis_splits_heads_hidden_units_and_vocabulary():
+  config = tiny_config(**{"model.width": 64, "model.vocab_size": 64, "parallel.strategy": "mesh",
+                          "parallel.mesh_shape": "(2,2,2)"})
+  run = train.Run(config, "/tmp/unused-tensor")
+  state = run.strategy.place(run.init_state())
+  specs = {tree.path_name(path): tuple(x.sharding.spec) for path, x in jax.tree_util.tree_leaves_with_path(state)}
+  assert specs["params/h_0/attn/c_attn/kernel"] == ("fsdp", "tensor")  # Heads' q/k/v columns over tensor.
+  assert specs["params/h_0/attn/c_proj/kernel"] == ("tensor", "fsdp")  # Back by the heads' rows.
+  assert specs["params/h_0/mlp/c_fc/kernel"] == ("fsdp", "tensor")
+  assert specs["params/h_0/mlp/c_proj/kernel"][0] == "tensor"
+  assert specs["params/wte/embedding"][0] == "tensor"  # Over the vocabulary.
+  moments = [k for k in specs if k.endswith("h_0/mlp/c_fc/kernel") and k.startswith("opt_state")]
+  assert moments and all(specs[k] == ("fsdp", "tensor") for k in moments)
+  kernel = state.params["h_0"]["mlp"]["c_fc"]["kernel"]
+  assert kernel.addressable_shards[0].data.shape == (64 // 2, 256 // 2)
+
+
+def test_a_checkpoint_moves_from_data_parallel_8_to_tensor_parallel_to_4_devices(tmp_path):
+  common = {"model.width": 64, "model.vocab_size": 64, "train.steps": 30, "optim.decay_steps": 30,
+            "train.log_every": 5, "train.eval_every": 10, "train.checkpoint_every": 10,
+            "train.async_checkpoints": False, "parallel.strategy": "mesh"}
+  reference = tmp_path / "reference"
+  train.train(tiny_config(**{**common, "parallel.mesh_shape": "(8,1,1)"}), str(reference))
+  moved = str(tmp_path / "moved")
+  train.train(tiny_config(**{**common, "train.steps": 10, "parallel.mesh_shape": "(8,1,1)"}), moved)
+  train.train(tiny_config(**{**common, "train.steps": 20, "parallel.mesh_shape": "(2,2,2)"}), moved)
+  train.train(tiny_config(**{**common, "parallel.mesh_shape": "(1,2,2)"}), moved)  # 4 of the 8 devices.
+  a, b = read_metrics(reference), read_metrics(moved)
+  assert [(r["step"], r["split"]) for r in a] == [(r["step"], r["split"]) for r in b]
+  np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=2e-5)
+
+
 def test_bad_mesh_shapes_are_config_errors():
   from pretrain.errors import ConfigError
-  for shape in ("(3,-1)", "(16,1)", "(-1,-1)"):
+  for shape in ("(3,-1)", "(16,1)", "(-1,-1)", "(2,2,2,1)", "(2,-1,-1)"):
     with pytest.raises(ConfigError, match="mesh_shape"):
       parallel.make(tiny_config(**{"parallel.strategy": "mesh", "parallel.mesh_shape": shape}))
   with pytest.raises(ConfigError, match="not divisible by the 8 devices"):
