@@ -134,7 +134,7 @@ def get_config(variant=None):
   # Token embeddings: "gather" (rows of the table) or "one_hot" (a one-hot matmul: the same outputs, and a gradient
   # without XLA:GPU's scatter-add, which is ~10x slower for small vocabularies such as characters; GPT family).
   c.model.embed_lookup = "gather"
-  # GPT family: the blocks under nn.scan, parameters stacked on a leading layer axis: compile time stops growing
+  # GPT family and BERT: the blocks under nn.scan, parameters stacked on a leading layer axis: compile time stops growing
   # with depth. The same computation as unscanned from the same parameters (a checkpoint converts both ways:
   # pretrain.models.gpt.stack_layers / unstack_layers); the initial draw is its own.
   c.model.scan_layers = False

@@ -177,8 +177,8 @@ def validate(config, *, num_devices: int) -> None:
   if config.data.document_mask and (config.model.family != "gpt" or config.objective != "next_token"):
     raise ConfigError(f"data.document_mask=true is for next-token GPTs (model.family=gpt, objective=next_token), "
                       f"not model.family={config.model.family!r}, objective={config.objective!r}; unset it")
-  if config.model.scan_layers and config.model.family != "gpt":
-    raise ConfigError(f"model.scan_layers=true is implemented for model.family=gpt (its Llama shape too), not "
+  if config.model.scan_layers and config.model.family not in ("gpt", "bert"):
+    raise ConfigError(f"model.scan_layers=true is implemented for the gpt family (its Llama shape too) and bert, not "
                       f"{config.model.family!r}; set --config.model.scan_layers=false")
   if t.dropout_rng not in ("threefry2x32", "rbg", "unsafe_rbg"):
     raise ConfigError(f"train.dropout_rng={t.dropout_rng!r} is not a generator; use threefry2x32, rbg or unsafe_rbg")

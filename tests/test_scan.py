@@ -33,6 +33,19 @@ def test_scanned_blocks_start_from_the_same_parameters_and_compute_the_same(shap
     np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-5)
 
 
+def test_a_scanned_bert_computes_what_the_unscanned_one_does():
+  from pretrain.models import bert
+  config = dict(vocab_size=40, context=16, num_layers=2, num_heads=2, width=16, causal=False, norm_position="post")
+  plain = bert.BERT(gpt.GPTConfig(**config), mask_id=39, type_vocab_size=2, pooler=True)
+  scanned = bert.BERT(gpt.GPTConfig(**config, scan_layers=True), mask_id=39, type_vocab_size=2, pooler=True)
+  tokens_BxT = jax.random.randint(jax.random.key(0), (2, 16), 0, 39)
+  p_plain = plain.init(jax.random.key(1), tokens_BxT)
+  p_scanned = gpt.stack_layers(p_plain, 2)
+  assert jax.tree_util.tree_map(jnp.shape, scanned.init(jax.random.key(1), tokens_BxT)) == \
+      jax.tree_util.tree_map(jnp.shape, p_scanned)
+  np.testing.assert_allclose(scanned.apply(p_scanned, tokens_BxT), plain.apply(p_plain, tokens_BxT), atol=1e-5)
+
+
 def test_a_scanned_run_trains_samples_and_converts_to_the_unscanned_layout(tmp_path):
   from pretrain.trainer import run_dir
   losses = {}

@@ -27,8 +27,9 @@ def load(config) -> Dataset:
     for key, value in overrides:
       configlib.set_value(entry, f"data.{key}", value)
     dataset = load_one(entry)
-    if not isinstance(dataset.train, TokenStream):
-      raise DataError(f"data.mixture {name!r}: {dataset.name} is not text read as a token stream; mix text sources")
+    if not isinstance(dataset.train, TokenStream) or dataset.train.targets is not None:
+      raise DataError(f"data.mixture {name!r}: {dataset.name} is not text read as a token stream (labeled or "
+                      "prompt/completion records are not mixed); mix text sources")
     if sources and dataset.vocabulary != sources[0][1].vocabulary:
       raise DataError(f"data.mixture {name!r}: its token ids mean other symbols than {sources[0][0]!r}'s "
                       f"({dataset.vocabulary} vs {sources[0][1].vocabulary}); give every source the same tokenizer "
