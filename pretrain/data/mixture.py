@@ -30,6 +30,9 @@ def load(config) -> Dataset:
     if not isinstance(dataset.train, TokenStream) or dataset.train.targets is not None:
       raise DataError(f"data.mixture {name!r}: {dataset.name} is not text read as a token stream (labeled or "
                       "prompt/completion records are not mixed); mix text sources")
+    if len(dataset.train) <= config.model.context + 1:
+      raise DataError(f"data.mixture {name!r}: its training text has {len(dataset.train)} tokens, fewer than one "
+                      f"window of model.context={config.model.context} + 1; give it more text")
     if sources and dataset.vocabulary != sources[0][1].vocabulary:
       raise DataError(f"data.mixture {name!r}: its token ids mean other symbols than {sources[0][0]!r}'s "
                       f"({dataset.vocabulary} vs {sources[0][1].vocabulary}); give every source the same tokenizer "
