@@ -249,8 +249,8 @@ class CausalSelfAttention(nn.Module):
       scores_BxKxGxTxS = jnp.where(mask_Bx1x1xTxS, scores_BxKxGxTxS.astype(jnp.float32), jnp.finfo(jnp.float32).min)
       weights_BxKxGxTxS = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(c.dtype)
       y_BxTxHxQ = jnp.einsum("bkgts,bksq->btkgq", weights_BxKxGxTxS, cached_v.value).reshape(B, T, H, Q)
-    elif segment_ids_BxT is not None or (train and c.dropout > 0):
-      # Written out: dot_product_attention has no dropout on the weights, and its cuDNN path no segment mask.
+    elif train and c.dropout > 0:
+      # dot_product_attention has no dropout on the weights; write it out when it is needed.
       k_BxTxHxQ, v_BxTxHxQ = jnp.repeat(k_BxTxKxQ, G, axis=2), jnp.repeat(v_BxTxKxQ, G, axis=2)
       scores_BxHxTxT = jnp.einsum("bthq,bshq->bhts", q_BxTxHxQ, k_BxTxHxQ) / math.sqrt(Q)
       allowed_Bx1xTxT = jnp.ones((1, 1, T, T), bool) if segment_ids_BxT is None else same_segment_Bx1xTxT
@@ -261,9 +261,13 @@ class CausalSelfAttention(nn.Module):
       weights_BxHxTxT = nn.Dropout(c.dropout)(weights_BxHxTxT, deterministic=not train)
       y_BxTxHxQ = jnp.einsum("bhts,bshq->bthq", weights_BxHxTxT, v_BxTxHxQ)
     else:
-      mask_Bx1x1xT = None if valid_BxT is None else valid_BxT[:, None, None]
-      y_BxTxHxQ = jax.nn.dot_product_attention(q_BxTxHxQ, k_BxTxKxQ, v_BxTxKxQ, mask=mask_Bx1x1xT, is_causal=c.causal,
-                                               implementation=c.attention_implementation)
+      mask = None if valid_BxT is None else valid_BxT[:, None, None]  # [B, 1, 1, T]: padded keys.
+      implementation = c.attention_implementation
+      if segment_ids_BxT is not None:  # [B, 1, T, T], an arbitrary pattern per row: XLA's kernel takes it.
+        mask = same_segment_Bx1xTxT if mask is None else mask & same_segment_Bx1xTxT
+        implementation = "xla"
+      y_BxTxHxQ = jax.nn.dot_product_attention(q_BxTxHxQ, k_BxTxKxQ, v_BxTxKxQ, mask=mask, is_causal=c.causal,
+                                               implementation=implementation)
     std = 0.02 / math.sqrt(2 * c.num_layers)  # GPT-2: scale residual projections by depth.
     y_BxTxD = _dense(D, c, std, "c_proj")(y_BxTxHxQ.reshape(B, T, D))
     return nn.Dropout(c.dropout)(y_BxTxD, deterministic=not train)
