@@ -1,7 +1,7 @@
 """Continue prompts from a run's checkpoint through its family's generation steps: a GPT's key-value cache, an
 LSTM's carry (pretrain/models/__init__.py: generation_steps).
 
-  python -m pretrain.sample --workdir DIR [--prompt TEXT | --prompts_file PATH] [--chat] [--num_samples N]
+  python -m pretrain.sample --workdir DIR [--prompt TEXT | --prompts_file PATH] [--chat] [--num_samples N] [--mesh_shape D,F,T]
       [--max_new_tokens N] [--temperature T] [--top_k K] [--top_p P] [--stop TEXT] [--seed S] [--format text|jsonl]
 
 How the prompts are continued: pretrain/models/generation.py. Stderr gets the call's speed, compilation
@@ -61,7 +61,13 @@ def main(argv):
   if FLAGS.dtype == "float32":
     config.model.dtype = "float32"
   config.model.remat = "none"  # Rematerialisation saves memory in the backward pass only.
-  run = run_dir.load(FLAGS.workdir, at_step=FLAGS.step, config=config)
+  strategy = None
+  if FLAGS.mesh_shape:  # The parameters split over a mesh as a mesh run splits them; XLA places the rest.
+    from pretrain.trainer import parallel
+    config.parallel.strategy = "mesh"
+    config.parallel.mesh_shape = tuple(int(x) for x in FLAGS.mesh_shape.strip("()").split(","))
+    strategy = parallel.make(config)
+  run = run_dir.load(FLAGS.workdir, at_step=FLAGS.step, config=config, strategy=strategy)
   texts = [t for t in _prompt_texts() for _ in range(FLAGS.num_samples)]
   if FLAGS.chat:  # As data.messages_field rendered the chats it was fine-tuned on.
     from pretrain.data import sft
@@ -103,6 +109,8 @@ def define_flags():
   flags.DEFINE_string("stop", None, "Cut each completion before this text. A tokenizer's end-of-text token always "
                       "ends a sample.")
   flags.DEFINE_integer("seed", 0, "Sampling seed.")
+  flags.DEFINE_string("mesh_shape", None, "data,fsdp,tensor sizes (e.g. 1,1,8): the parameters restored into their "
+                      "shards on that mesh, as parallel.strategy=mesh splits them; default one device.")
   flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
   flags.DEFINE_enum("format", "text", ["text", "jsonl"], "text: each sample as prompt + completion, separated by "
                     "a line of dashes; jsonl: one {\"prompt\", \"completion\"} object a line.")

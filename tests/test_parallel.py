@@ -258,3 +258,14 @@ def test_fsdp_state_is_never_whole_on_one_device(tmp_path):
     stop.set()
     watcher.join()
   assert not whole, sorted(set(whole))[:5]
+
+
+def test_sampling_on_a_tensor_parallel_mesh_continues_as_one_device_does(tmp_path):
+  text = tmp_path / "text.txt"
+  text.write_text("the cat sat on the mat. the dog sat on the log. " * 200)
+  run_main("--config", "configs/quickstart.py:tiny", "--config.data.name=text", "--config.data.tokenizer=byte",
+           f"--config.data.path={text}", "--config.train.steps=40", "--workdir", tmp_path / "run")
+  sample = ["--workdir", tmp_path / "run", "--prompt", "the dog", "--max_new_tokens", "16", "--temperature", "0"]
+  one = run_main(*sample, module="pretrain.sample").stdout
+  for shape in ("1,1,8", "2,2,2"):
+    assert run_main(*sample, "--mesh_shape", shape, module="pretrain.sample").stdout == one

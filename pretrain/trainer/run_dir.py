@@ -152,13 +152,18 @@ class LoadedRun:
     return step.TrainState(step=self.step, params=self.params, opt_state=None, model_state=self.model_state)
 
 
-def load(workdir: str, at_step: int | None = None, config=None, parts: Parts | None = None) -> LoadedRun:
-  """The parameters of checkpoint `at_step` (default the newest) on one device, in the model of the run's saved
-  config (or of `config`, which must keep every parameter shape)."""
+def load(workdir: str, at_step: int | None = None, config=None, parts: Parts | None = None,
+         strategy=None) -> LoadedRun:
+  """The parameters of checkpoint `at_step` (default the newest) on one device, or restored straight into the
+  shards a mesh `strategy` gives them, in the model of the run's saved config (or of `config`, which must keep
+  every parameter shape)."""
   parts = parts or build(config or saved_config(workdir))
   chosen = checkpoint_step(workdir, at_step)
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), parts.shapes)
+  if strategy is not None:
+    abstract = strategy.abstract(parts.shapes)
+  else:
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), parts.shapes)
   ckpt = checkpoint.Checkpointer(workdir, keep=10**6, async_save=False)
   state = ckpt.restore(chosen, abstract)
   ckpt.close()
