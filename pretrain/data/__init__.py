@@ -14,11 +14,12 @@ idx and npz (your images), catalog (TFDS). Text is tokenized by a streamed prepa
 shards (prepare.py, store.py); images and the Markov sequences are TFDS builders. Either way the splits are
 read through array_record data sources, and each process reads only the rows of its own batches.
 """
+import copy
 import dataclasses
 
 import numpy as np
 
-from pretrain import plugins
+from pretrain import configlib, plugins
 from pretrain.data import tokenizers
 from pretrain.data.batching import (Joined, Mixture, Records, Rows, TokenStream, Windows, eval_batch, eval_batches,
                                     num_eval_batches, prefetched, train_batch)
@@ -119,6 +120,21 @@ def load(config) -> Dataset:
     dataset = documents(dataset)
   if config.data.labels_per_class:
     dataset = dataclasses.replace(dataset, train=labeled_subset(dataset, config.data.labels_per_class, config.seed))
+  return dataset
+
+
+def load_entry(config, overrides, where: str, reference: Dataset | None = None, reference_name: str = "") -> Dataset:
+  """One source of an entry list (eval.extra, data.mixture): this run's data config with the entry's data.* values
+  (never the mixture itself), loaded; its token ids must mean what `reference`'s do, where one is given."""
+  entry = copy.deepcopy(config)
+  entry.data.mixture = ()
+  for key, value in overrides:
+    configlib.set_value(entry, f"data.{key}", value)
+  dataset = load(entry)
+  if reference is not None and dataset.vocabulary != reference.vocabulary:
+    raise DataError(f"{where}: its token ids mean other symbols than {reference_name} ({dataset.vocabulary} vs "
+                    f"{reference.vocabulary}); use the same tokenizer (data.tokenizer=byte or file, not a char "
+                    "vocabulary built from each text)")
   return dataset
 
 

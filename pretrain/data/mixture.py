@@ -6,11 +6,10 @@ sources). Training batches draw each source's share of their rows (batching.Mixt
 and the step); the validation split is all sources' validation text, and each source's is scored on its own as
 split NAME (Dataset.sources).
 """
-import copy
 import dataclasses
 
 from pretrain import configlib
-from pretrain.data import Dataset, Joined, Mixture, TokenStream, load as load_one
+from pretrain.data import Dataset, Joined, Mixture, TokenStream, load_entry
 from pretrain.errors import ConfigError, DataError
 
 
@@ -22,21 +21,14 @@ def load(config) -> Dataset:
     if weight / total * config.train.batch_size < 1:
       raise ConfigError(f"data.mixture {name!r}: weight {weight} gives it {weight / total:.4f} of each batch of "
                         f"{config.train.batch_size} rows, under one row; raise its weight or train.batch_size")
-    entry = copy.deepcopy(config)
-    entry.data.mixture = ()
-    for key, value in overrides:
-      configlib.set_value(entry, f"data.{key}", value)
-    dataset = load_one(entry)
+    reference_name, reference = sources[0] if sources else ("", None)  # The first source's ids are the run's.
+    dataset = load_entry(config, overrides, f"data.mixture {name!r}", reference, f"{reference_name!r}'s")
     if not isinstance(dataset.train, TokenStream) or dataset.train.targets is not None:
       raise DataError(f"data.mixture {name!r}: {dataset.name} is not text read as a token stream (labeled or "
                       "prompt/completion records are not mixed); mix text sources")
     if len(dataset.train) <= config.model.context + 1:
       raise DataError(f"data.mixture {name!r}: its training text has {len(dataset.train)} tokens, fewer than one "
                       f"window of model.context={config.model.context} + 1; give it more text")
-    if sources and dataset.vocabulary != sources[0][1].vocabulary:
-      raise DataError(f"data.mixture {name!r}: its token ids mean other symbols than {sources[0][0]!r}'s "
-                      f"({dataset.vocabulary} vs {sources[0][1].vocabulary}); give every source the same tokenizer "
-                      "(data.tokenizer=byte or file, not a char vocabulary built from each text)")
     sources.append((name, dataset))
   first = sources[0][1]
   train = Mixture(tuple(n for n, _ in sources), tuple(d.train for _, d in sources),

@@ -29,8 +29,9 @@ def load(config) -> Dataset:
   if d.tokenizer == "char":
     raise ConfigError("data.prompt_field needs data.tokenizer=byte or file: a char vocabulary built from these "
                       "records would not mean what the base model's ids mean")
-  tokenizer = tokenizers.make(d.tokenizer, path=tokenizer_path(d), end_of_text=True)
-  template = ChatTemplate.of(tokenizer_path(d)) if d.messages_field else None
+  tokenizer_file = tokenizer_path(d)
+  tokenizer = tokenizers.make(d.tokenizer, path=tokenizer_file, end_of_text=True)
+  template = ChatTemplate.of(tokenizer_file) if d.messages_field else None
   train = _records(d.path, d, template)
   if d.val_path:
     val = _records(d.val_path, d, template)
@@ -121,7 +122,8 @@ class ChatTemplate:
       raise ConfigError("data.messages_field renders chats with a tokenizer's chat template: set "
                         "--config.data.tokenizer=file and --config.data.tokenizer_path to a folder whose "
                         "tokenizer_config.json has one")
-    folder = os.path.dirname(tokenizers.files(tokenizer_file)[0])
+    first_file = tokenizers.files(tokenizer_file)[0]
+    folder = os.path.dirname(first_file)
     path = os.path.join(folder, "tokenizer_config.json")
     try:
       source = json.load(open(path, encoding="utf-8")).get("chat_template") if os.path.isfile(path) else None
@@ -131,7 +133,7 @@ class ChatTemplate:
       source = next((t.get("template") for t in source if t.get("name") == "default"), None)
     if not isinstance(source, str):
       raise DataError(f"{folder} has no chat_template in tokenizer_config.json; data.messages_field needs one")
-    return cls(source, tokenizers.declared_tokens(tokenizers.files(tokenizer_file)[0]))
+    return cls(source, tokenizers.declared_tokens(first_file))
 
   def render(self, messages, add_generation_prompt: bool = False) -> str:
     return self.template.render(messages=messages, add_generation_prompt=add_generation_prompt, **self.special)

@@ -403,11 +403,12 @@ class GPT(nn.Module):
     generating = decode or positions_BxT is not None or valid_BxT is not None
     if self.config.scan_layers:
       x_BxTxD, _ = self.h(x_BxTxD, None, train, positions_BxT, valid_BxT, decode, segment_ids_BxT)
-    for block in [] if self.config.scan_layers else self.h:
-      # nn.remat holds `train` static and takes no static `decode`: it is passed only when decoding (never remat).
-      x_BxTxD = (block(x_BxTxD, train, positions_BxT, valid_BxT, segment_ids_BxT, decode) if decode
-                 else block(x_BxTxD, train, positions_BxT, valid_BxT, segment_ids_BxT) if generating
-                 else block(x_BxTxD, train))
+    else:
+      for block in self.h:
+        # nn.remat holds `train` static and takes no static `decode`: it is passed only when decoding (never remat).
+        x_BxTxD = (block(x_BxTxD, train, positions_BxT, valid_BxT, segment_ids_BxT, decode) if decode
+                   else block(x_BxTxD, train, positions_BxT, valid_BxT, segment_ids_BxT) if generating
+                   else block(x_BxTxD, train))
     return self.ln_f(x_BxTxD) if self.config.norm_position == "pre" else x_BxTxD
 
   def __call__(self, tokens_BxT, train: bool = False, positions_BxT=None, valid_BxT=None, decode: bool = False,

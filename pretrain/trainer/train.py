@@ -15,7 +15,6 @@ Init / resume order (one way, always):
 The loop itself only runs jitted calls and hands each step boundary to the actions due there
 (pretrain/trainer/actions.py: log, evaluate, checkpoint; the profiler around calls).
 """
-import copy
 import functools
 import os
 
@@ -115,14 +114,7 @@ def extra_eval_sets(config, dataset) -> list[tuple[str, data.Dataset]]:
   """(name, dataset) of each eval.extra entry: the run's data config with the entry's data.* values."""
   out = []
   for name, overrides in configlib.eval_extra(config):
-    extra_config = copy.deepcopy(config)
-    for key, value in overrides:
-      configlib.set_value(extra_config, f"data.{key}", value)
-    extra = data.load(extra_config)
-    if extra.vocabulary != dataset.vocabulary:
-      raise DataError(f"eval.extra {name!r}: its token ids mean other symbols than the training data's "
-                      f"({extra.vocabulary} vs {dataset.vocabulary}); use the same tokenizer "
-                      "(data.tokenizer=byte or file, not a char vocabulary built from another text)")
+    extra = data.load_entry(config, overrides, f"eval.extra {name!r}", dataset, "the training data's")
     if data.seq_len(extra, config.model.context) != data.seq_len(dataset, config.model.context):
       raise DataError(f"eval.extra {name!r}: its examples have another length than the training data's; "
                       "evaluate data of the same shape")
