@@ -138,6 +138,9 @@ def get_config(variant=None):
   # with depth. The same computation as unscanned from the same parameters (a checkpoint converts both ways:
   # pretrain.models.gpt.stack_layers / unstack_layers); the initial draw is its own.
   c.model.scan_layers = False
+  # bfloat16 matmuls as bf16 operands into an f32 result (the form XLA:CPU's fast kernels take, models/matmul.py):
+  # "auto" (on CPU), "f32_accumulate" (everywhere) or "native" (XLA's own dot). Same products and roundings.
+  c.model.bf16_matmul = "auto"
   c.model.attention = "xla"  # jax.nn.dot_product_attention implementation: "xla" or "cudnn" (GPU only).
   c.model.stage_sizes = (3, 3, 3)  # resnet: residual blocks per stage (ResNet-20: (3, 3, 3); ResNet-18: (2, 2, 2, 2)).
   c.model.stage_widths = (16, 32, 64)  # resnet: channels per stage (ResNet-20: 16/32/64; ResNet-18: 64/128/256/512).

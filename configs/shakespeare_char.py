@@ -59,8 +59,9 @@ def get_config(variant=None):
     c.train.log_every = 50
     c.train.steps_per_call = 10  # Same updates as one per call, less dispatch overhead per step.
     c.eval.batches = 20
-    # Speed levers (BENCHMARKS.md): bfloat16 matmuls, and the 2 cores as 2 devices under pmap, each
-    # computing half the batch, instead of one device spreading every small kernel over both cores.
+    # Speed levers (BENCHMARKS.md): bfloat16 matmuls (bf16 operands into f32 results on a CPU, by
+    # model.bf16_matmul=auto), and the 2 cores as 2 devices under pmap, each computing half the batch,
+    # instead of one device spreading every small kernel over both cores.
     c.model.dtype = "bfloat16"
     c.parallel.strategy = "pmap"
     c.parallel.cpu_devices = 2

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pretrain import models, tree
+from pretrain.models import matmul
 from pretrain.errors import ConfigError
 
 OBJECTIVES = ("next_token",)
@@ -68,6 +69,8 @@ class GPTConfig:
   embed_lookup: str = "gather"  # "gather" rows of wte, or "one_hot": a one-hot matmul, whose gradient needs no
   # scatter-add (XLA:GPU's, under many repeats of few tokens, is a slow compare-and-swap loop). Same outputs;
   # in bf16 the table's gradient sums in another order.
+  bf16_matmul: bool = False  # Matmuls through models/matmul.py (bf16 operands into an f32 result, rounded), the
+  # form XLA:CPU's fast kernels take; config.model.bf16_matmul ("auto": on CPU, for a bfloat16 model) decides.
 
   @property
   def kv_heads(self) -> int:
@@ -110,7 +113,9 @@ def gpt_config(config, dataset) -> GPTConfig:
                    norm_position=models.choice("model.norm_position", m.norm_position, NORM_POSITIONS),
                    qkv_bias=bool(m.qkv_bias), rope_theta=float(m.rope_theta), rope_scaling=_rope_scaling(m.rope_scaling),
                    embed_lookup=models.choice("model.embed_lookup", m.embed_lookup, ("gather", "one_hot")),
-                   scan_layers=bool(m.scan_layers))
+                   scan_layers=bool(m.scan_layers),
+                   bf16_matmul=matmul.resolve(models.choice("model.bf16_matmul", m.bf16_matmul, matmul.MODES),
+                                              models.dtype("model.dtype", m.dtype)))
 
 
 def _rope_scaling(r) -> tuple:
@@ -152,7 +157,11 @@ def max_length(config) -> int:
 def _dense(features, config, std, name, bias=None):
   return nn.Dense(features, use_bias=config.bias if bias is None else bias, dtype=config.dtype,
                   param_dtype=config.param_dtype, name=name, kernel_init=nn.initializers.normal(std),
-                  bias_init=nn.initializers.zeros)
+                  bias_init=nn.initializers.zeros, dot_general=_dot_general(config))
+
+
+def _dot_general(config):
+  return matmul.dense_dot_general if config.bf16_matmul else None
 
 
 def _layer_norm(config, name):
@@ -187,12 +196,14 @@ def rotary(x_BxTxHxQ, positions_BxT=None, base: float = 10000.0, scaling: tuple 
   t * base^(-2i/Q) at position t, so a query-key product depends on the offset between their positions only.
   positions_BxT: each token's position t; default 0..T-1 (a cache's later tokens and left-padded rows differ)."""
   T, Q = x_BxTxHxQ.shape[1], x_BxTxHxQ.shape[3]
-  inv_freq_F = jnp.asarray(rope_frequencies(Q, base, scaling))
+  inv_freq_F = rope_frequencies(Q, base, scaling)
   if positions_BxT is None:
-    angle_BxTxF = (jnp.arange(T, dtype=jnp.float32)[:, None] * inv_freq_F[None])[None]
+    # Constants: XLA:CPU would otherwise recompute sin and cos inside every fusion that reads them.
+    angle_BxTxF = (np.arange(T, dtype=np.float32)[:, None] * inv_freq_F[None])[None]
+    cos_BxTx1xF, sin_BxTx1xF = np.cos(angle_BxTxF)[:, :, None], np.sin(angle_BxTxF)[:, :, None]
   else:
-    angle_BxTxF = positions_BxT.astype(jnp.float32)[:, :, None] * inv_freq_F[None, None]
-  cos_BxTx1xF, sin_BxTx1xF = jnp.cos(angle_BxTxF)[:, :, None], jnp.sin(angle_BxTxF)[:, :, None]
+    angle_BxTxF = positions_BxT.astype(jnp.float32)[:, :, None] * jnp.asarray(inv_freq_F)[None, None]
+    cos_BxTx1xF, sin_BxTx1xF = jnp.cos(angle_BxTxF)[:, :, None], jnp.sin(angle_BxTxF)[:, :, None]
   a_BxTxHxF, b_BxTxHxF = jnp.split(x_BxTxHxQ.astype(jnp.float32), 2, axis=-1)
   rotated = jnp.concatenate([a_BxTxHxF * cos_BxTx1xF - b_BxTxHxF * sin_BxTx1xF,
                              b_BxTxHxF * cos_BxTx1xF + a_BxTxHxF * sin_BxTx1xF], axis=-1)
@@ -374,7 +385,7 @@ class GPT(nn.Module):
       # A zero head starts at the uniform prediction, and its first updates come from the features alone.
       head_init = nn.initializers.zeros if c.head_init == "zeros" else nn.initializers.normal(0.02)
       self.lm_head = nn.Dense(c.vocab_size, use_bias=False, dtype=c.dtype, param_dtype=c.param_dtype,
-                              kernel_init=head_init)
+                              kernel_init=head_init, dot_general=_dot_general(c))
 
   def embed(self, tokens_BxT, positions_BxT=None, token_types_BxT=None):
     """Token (and learned position) embeddings [B, T, D]; token types are BERT's (models/bert.py)."""
@@ -414,8 +425,15 @@ class GPT(nn.Module):
   def __call__(self, tokens_BxT, train: bool = False, positions_BxT=None, valid_BxT=None, decode: bool = False,
                segment_ids_BxT=None):
     x_BxTxD = self.features(tokens_BxT, train, positions_BxT, valid_BxT, decode, segment_ids_BxT=segment_ids_BxT)
-    logits_BxTxV = self.wte.attend(x_BxTxD) if self.config.tie_embeddings else self.lm_head(x_BxTxD)
-    return logits_BxTxV.astype(jnp.float32)
+    return self.logits(x_BxTxD)
+
+  def logits(self, x_BxTxD):
+    c = self.config
+    if not c.tie_embeddings:
+      return self.lm_head(x_BxTxD).astype(jnp.float32)
+    if c.bf16_matmul:
+      return matmul.matmul(x_BxTxD.astype(c.dtype), self.wte.embedding.astype(c.dtype).T).astype(jnp.float32)
+    return self.wte.attend(x_BxTxD).astype(jnp.float32)
 
 
 def segment_positions(segment_ids_BxT):
