@@ -110,8 +110,7 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__)
   p.add_argument("--shared", default="../shared", help="where data/tinyshakespeare lives ('' for the config's path)")
   p.add_argument("--config", default="configs/shakespeare_char.py:cpu")
-  p.add_argument("extra", nargs="*", help="more --config.x=y overrides for the profiled run")
-  o = p.parse_args(argv)
+  o, extra = p.parse_known_args(argv)  # The rest: --config.x=y overrides for the profiled run.
   print(f"{time.strftime('%Y-%m-%d')}: {cpu_model()}")
   print("\n| M x K x N | XLA f32 | XLA bf16 (bf16 result) | bf16 -> f32 (matmul.py) | PyTorch f32 | PyTorch bf16 |")
   print("|---|---|---|---|---|---|")
@@ -119,9 +118,9 @@ def main(argv=None):
     print(f"| {name} | " + " | ".join(f"{r:.0f}" for r in rates) + " |")
   print("(GFLOP/s)")
   shared = o.shared if o.shared and os.path.isdir(os.path.join(o.shared, "data/tinyshakespeare")) else ""
-  out = step_breakdown(shared, o.config, o.extra)
+  out = step_breakdown(shared, o.config, extra)
   total = sum(out["kinds"].values())
-  print(f"\n{o.config} {' '.join(o.extra)}: {total:.1f} ms per step on each of {out['threads']} device threads")
+  print(f"\n{o.config} {' '.join(extra)}: {total:.1f} ms per step on each of {out['threads']} device threads")
   print("| kind | ms/step | share |\n|---|---|---|")
   for kind, ms in out["kinds"].items():
     print(f"| {kind} | {ms:.1f} | {100 * ms / total:.0f}% |")

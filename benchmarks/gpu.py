@@ -12,6 +12,8 @@ since that stage's launch (the clock the times below are read from):
                         each stopped at its first evaluation with val loss <= --target; the time is from the
                         command's launch (start-up and compilation included) to that evaluation's line.
   tests                 tests/test_gpu.py: cuDNN attention equals XLA's, a bf16 step is finite, a mesh on 1 GPU.
+  levers                ours at batch 12 with one lever changed each: XLA's attention for cuDNN's, model.loss_chunk=128,
+                        XLA's latency-hiding scheduler (parallel.xla_flags); result fields ours_*_b12_LEVER.
 MFU for both uses nanoGPT's FLOP count (6N + 12 L H Q T per token) against --peak_tflops (989: H100/H200 dense bf16).
 DIR/result.json is written after every stage, so a run cut short keeps what it measured.
 --dry-run: every stage on CPU at tiny shapes (nanoGPT on its CPU path), "dry_run": true; a test of the script.
@@ -230,6 +232,11 @@ def main(argv=None):
   if "levers" in stages:
     # What one lever gives: XLA's own attention in place of cuDNN's (the anchors measured 22.8% vs 40.2% MFU).
     ours_bench(12, "ours_b12_xla_attention", "--config.model.attention=xla")
+    # The loss's logits 128 positions at a time (2.5 GB of float32 logits at batch 12 otherwise), then XLA's
+    # latency-hiding scheduler, each alone.
+    ours_bench(12, "ours_b12_loss_chunk", "--config.model.loss_chunk=128")
+    ours_bench(12, "ours_b12_latency_hiding",
+               "--config.parallel.xla_flags=--xla_gpu_enable_latency_hiding_scheduler=true")
 
   for b in a.batches.split(","):
     o, n = result.get(f"ours_tokens_per_s_b{b}"), result.get(f"nanogpt_tokens_per_s_b{b}")

@@ -141,6 +141,10 @@ def get_config(variant=None):
   # bfloat16 matmuls as bf16 operands into an f32 result (the form XLA:CPU's fast kernels take, models/matmul.py):
   # "auto" (on CPU), "f32_accumulate" (everywhere) or "native" (XLA's own dot). Same products and roundings.
   c.model.bf16_matmul = "auto"
+  # GPT family: the loss's head logits and softmax over this many positions of every row at a time, each chunk
+  # recomputed in the backward pass, so the [batch, context, vocabulary] logits never exist at once (GPT-2's 50,304
+  # columns at batch 12, context 1024: 2.5 GB in float32); 0: all at once.
+  c.model.loss_chunk = 0
   c.model.attention = "xla"  # jax.nn.dot_product_attention implementation: "xla" or "cudnn" (GPU only).
   c.model.stage_sizes = (3, 3, 3)  # resnet: residual blocks per stage (ResNet-20: (3, 3, 3); ResNet-18: (2, 2, 2, 2)).
   c.model.stage_widths = (16, 32, 64)  # resnet: channels per stage (ResNet-20: 16/32/64; ResNet-18: 64/128/256/512).
@@ -233,6 +237,9 @@ def get_config(variant=None):
 
   c.parallel = ml_collections.ConfigDict()
   c.parallel.strategy = "single"  # "single" (jax.jit, one device), "pmap" (all local devices) or "mesh" (jit over a Mesh).
+  # Added to XLA_FLAGS before JAX starts its backend, e.g. "--xla_gpu_enable_latency_hiding_scheduler=true"; XLA
+  # stops at start-up on a flag it does not know.
+  c.parallel.xla_flags = ""
   c.parallel.cpu_devices = 0  # >0: run the CPU as this many XLA devices (e.g. 2 with strategy=pmap on 2 cores); 0: as XLA starts it.
   c.parallel.mesh_shape = (-1, 1)  # mesh: (data, fsdp) axis sizes; -1 takes the remaining devices.
   c.parallel.fsdp_rules = ()  # mesh: "REGEX=DIM" entries choosing the dim a parameter is sharded on over fsdp; default the largest divisible dim.

@@ -1,6 +1,9 @@
 """Speed levers are config fields that change speed, not results (bf16 aside)."""
+import os
+
 import jax
 import numpy as np
+import pytest
 
 from pretrain.trainer import run_dir, train
 from tests.conftest import read_metrics, run_main, tiny_config
@@ -73,3 +76,42 @@ def test_mfu_is_nanogpts_flop_count_over_the_peak(tmp_path):
   for row in read_metrics(tmp_path, "train"):
     per_device = row["tokens_per_s"] * by_hand  # parallel.strategy=single: one device.
     assert abs(row["mfu"] - per_device / 0.5e12) <= 1e-9 + 1e-6 * row["mfu"]
+
+
+def test_a_chunked_loss_gives_the_whole_losses_and_gradients():
+  """model.loss_chunk: the head and softmax a few positions at a time (ragged last chunk included), tied or untied
+  head, with the same loss and gradients as all positions at once."""
+  import jax.numpy as jnp
+  from pretrain.models import gpt
+  tokens_BxT = jax.random.randint(jax.random.key(0), (3, 21), 0, 97)
+  for extra in ({}, {"tie_embeddings": False}):
+    config = dict(vocab_size=97, context=20, num_layers=2, num_heads=2, width=32, position="rope", **extra)
+    whole, chunked = gpt.GPT(gpt.GPTConfig(**config)), gpt.GPT(gpt.GPTConfig(**config, loss_chunk=7))
+    params = whole.init(jax.random.key(1), tokens_BxT[:, :-1])
+    nll = lambda m, p: m.apply(p, tokens_BxT[:, :-1], targets_BxT=tokens_BxT[:, 1:])
+    np.testing.assert_allclose(nll(chunked, params), nll(whole, params), rtol=1e-6)
+    grads = [jax.grad(lambda p, m=m: jnp.mean(nll(m, p)))(params) for m in (whole, chunked)]
+    for x, y in zip(*map(jax.tree_util.tree_leaves, grads)):
+      np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-7)
+
+
+def test_a_run_with_a_chunked_loss_matches_the_unchunked_run(tmp_path):
+  base = train.train(tiny_config(), str(tmp_path / "whole"))
+  chunked = train.train(tiny_config(**{"model.loss_chunk": 5}), str(tmp_path / "chunked"))
+  np.testing.assert_allclose(chunked["loss"], base["loss"], rtol=1e-5)
+  assert [r["loss"] for r in read_metrics(tmp_path / "chunked", "val")] == pytest.approx(
+      [r["loss"] for r in read_metrics(tmp_path / "whole", "val")], rel=1e-5)
+  proc = run_main("--config", "configs/quickstart.py:tiny", "--config.model.loss_chunk=-1", "--workdir",
+                  tmp_path / "bad", check=False)
+  assert proc.returncode != 0 and "model.loss_chunk=-1 must be >= 0" in proc.stderr
+
+
+def test_xla_flags_reach_xla_before_it_starts(tmp_path):
+  run_main("--config", "configs/quickstart.py:tiny", f"--config.parallel.xla_flags=--xla_dump_to={tmp_path / 'hlo'}",
+           "--workdir", tmp_path / "run")
+  assert any(name.endswith("after_optimizations.txt") for name in os.listdir(tmp_path / "hlo"))
+  from pretrain.errors import ConfigError
+  from pretrain.trainer import parallel
+  jax.devices()  # This process's backend has started: a flag now would not be read.
+  with pytest.raises(ConfigError, match="came after JAX started its backend"):
+    parallel.add_xla_flags("--xla_dump_to=/nowhere")

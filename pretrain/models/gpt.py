@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from pretrain import models, tree
 from pretrain.models import matmul
@@ -69,6 +70,9 @@ class GPTConfig:
   embed_lookup: str = "gather"  # "gather" rows of wte, or "one_hot": a one-hot matmul, whose gradient needs no
   # scatter-add (XLA:GPU's, under many repeats of few tokens, is a slow compare-and-swap loop). Same outputs;
   # in bf16 the table's gradient sums in another order.
+  loss_chunk: int = 0  # Positions of every row whose head logits and softmax are computed at a time when the
+  # model is given targets (training and evaluation losses); the backward pass recomputes each chunk's logits,
+  # so the [B, T, V] logits never exist at once. 0: all at once.
   bf16_matmul: bool = False  # Matmuls through models/matmul.py (bf16 operands into an f32 result, rounded), the
   # form XLA:CPU's fast kernels take; config.model.bf16_matmul ("auto": on CPU, for a bfloat16 model) decides.
 
@@ -113,7 +117,7 @@ def gpt_config(config, dataset) -> GPTConfig:
                    norm_position=models.choice("model.norm_position", m.norm_position, NORM_POSITIONS),
                    qkv_bias=bool(m.qkv_bias), rope_theta=float(m.rope_theta), rope_scaling=_rope_scaling(m.rope_scaling),
                    embed_lookup=models.choice("model.embed_lookup", m.embed_lookup, ("gather", "one_hot")),
-                   scan_layers=bool(m.scan_layers),
+                   scan_layers=bool(m.scan_layers), loss_chunk=_loss_chunk(m.loss_chunk),
                    bf16_matmul=matmul.resolve(models.choice("model.bf16_matmul", m.bf16_matmul, matmul.MODES),
                                               models.dtype("model.dtype", m.dtype)))
 
@@ -127,6 +131,12 @@ def _rope_scaling(r) -> tuple:
                       f"{r.low_freq_factor} > 0")
   return {"": (), "linear": ("linear", float(r.factor))}.get(kind) or (
       "llama3", float(r.factor), float(r.low_freq_factor), float(r.high_freq_factor), int(r.original_context))
+
+
+def _loss_chunk(chunk: int) -> int:
+  if chunk < 0:
+    raise ConfigError(f"model.loss_chunk={chunk} must be >= 0 (positions per chunk of the loss; 0: all at once)")
+  return int(chunk)
 
 
 def _attention(name: str) -> str:
@@ -423,9 +433,35 @@ class GPT(nn.Module):
     return self.ln_f(x_BxTxD) if self.config.norm_position == "pre" else x_BxTxD
 
   def __call__(self, tokens_BxT, train: bool = False, positions_BxT=None, valid_BxT=None, decode: bool = False,
-               segment_ids_BxT=None):
+               segment_ids_BxT=None, targets_BxT=None):
+    """Next-token logits [B, T, V]; given targets_BxT, each position's negative log-likelihood of its target
+    [B, T] instead (float32), the head and softmax taken config.loss_chunk positions at a time."""
     x_BxTxD = self.features(tokens_BxT, train, positions_BxT, valid_BxT, decode, segment_ids_BxT=segment_ids_BxT)
-    return self.logits(x_BxTxD)
+    if targets_BxT is None:
+      return self.logits(x_BxTxD)
+    if not self.config.loss_chunk:
+      return optax.softmax_cross_entropy_with_integer_labels(self.logits(x_BxTxD), targets_BxT)
+    return self.chunked_nll(x_BxTxD, targets_BxT)
+
+  def chunked_nll(self, x_BxTxD, targets_BxT):
+    """Chunks of loss_chunk positions of every row (the batch axis keeps its sharding), in a loop whose
+    backward pass recomputes each chunk's logits rather than keeping them."""
+    c = self.config
+    B, T, D = x_BxTxD.shape
+    C = min(c.loss_chunk, T)
+    N = -(-T // C)
+    x_NxBxCxD = jnp.pad(x_BxTxD, ((0, 0), (0, N * C - T), (0, 0))).reshape(B, N, C, D).transpose(1, 0, 2, 3)
+    t_NxBxC = jnp.pad(targets_BxT, ((0, 0), (0, N * C - T))).reshape(B, N, C).transpose(1, 0, 2)
+    head_DxV = (self.wte.embedding.T if c.tie_embeddings else self.lm_head.variables["params"]["kernel"]).astype(c.dtype)
+
+    @jax.checkpoint
+    def chunk_nll(head_DxV, x_BxCxD, t_BxC):
+      x_BxCxD = x_BxCxD.astype(c.dtype)
+      logits_BxCxV = matmul.matmul(x_BxCxD, head_DxV) if c.bf16_matmul else jnp.dot(x_BxCxD, head_DxV)
+      return optax.softmax_cross_entropy_with_integer_labels(logits_BxCxV.astype(jnp.float32), t_BxC)
+
+    nll_NxBxC = jax.lax.map(lambda xt: chunk_nll(head_DxV, *xt), (x_NxBxCxD, t_NxBxC))
+    return nll_NxBxC.transpose(1, 0, 2).reshape(B, N * C)[:, :T]
 
   def logits(self, x_BxTxD):
     c = self.config

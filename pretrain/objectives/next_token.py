@@ -13,8 +13,12 @@ def loss(model, variables, batch, *, train, rng):
   tokens_BxT1 = batch["tokens"]
   # data.document_mask: which document each input token is in (its attention and positions stay inside it).
   documents = {"segment_ids_BxT": batch["segment_ids"][:, :-1]} if "segment_ids" in batch else {}
-  logits_BxTxV, model_state = apply(model, variables, tokens_BxT1[:, :-1], train=train, rng=rng, **documents)
-  nll_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, tokens_BxT1[:, 1:])
+  if getattr(getattr(model, "config", None), "loss_chunk", 0):  # The model scores its targets chunk by chunk.
+    nll_BxT, model_state = apply(model, variables, tokens_BxT1[:, :-1], train=train, rng=rng,
+                                 targets_BxT=tokens_BxT1[:, 1:], **documents)
+  else:
+    logits_BxTxV, model_state = apply(model, variables, tokens_BxT1[:, :-1], train=train, rng=rng, **documents)
+    nll_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, tokens_BxT1[:, 1:])
   w_BxT = token_weights(batch, tokens_BxT1)[:, 1:]
   sums = {"loss_sum": jnp.sum(nll_BxT * w_BxT), "count": jnp.sum(w_BxT)}
   if "token_bytes" in batch:  # Evaluation of text: the UTF-8 bytes the scored tokens cover, for bits per byte.

@@ -17,6 +17,7 @@ Checkpoints always hold global, unreplicated arrays, so any strategy resumes any
 `init(init_fn, abstract)` builds a fresh state straight into `abstract`'s shardings.
 """
 
+import os
 import re
 
 import jax
@@ -272,7 +273,20 @@ def set_cpu_devices(count: int) -> None:
                       "(set before this run started, e.g. by XLA_FLAGS); leave parallel.cpu_devices=0")
 
 
+def add_xla_flags(flags: str) -> None:
+  """parallel.xla_flags: appended to XLA_FLAGS, which XLA reads as JAX starts its backend, so this too must come
+  before JAX first touches a device."""
+  if not flags.strip():
+    return
+  from jax._src import xla_bridge
+  if xla_bridge.backends_are_initialized():
+    raise ConfigError(f"parallel.xla_flags={flags!r} came after JAX started its backend; set XLA_FLAGS "
+                      "before the process starts instead")
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
+
+
 def make(config):
+  add_xla_flags(config.parallel.xla_flags)
   set_cpu_devices(config.parallel.cpu_devices)
   try:
     cls = STRATEGIES[config.parallel.strategy]
