@@ -9,7 +9,7 @@ import pytest
 
 from conftest import read_metrics, run_main
 from pretrain.data import Mixture, TokenStream, train_batch
-from pretrain.models import gpt
+from pretrain.models import gpt, positions
 
 END = 9  # The end-of-text id of the toy streams below.
 
@@ -70,7 +70,7 @@ def test_a_documents_logits_do_not_depend_on_the_one_before(position):
 
 def test_positions_restart_at_each_document():
   segments = jnp.array([[0, 0, 0, 1, 1, 2, 2, 2, 2]])
-  np.testing.assert_array_equal(gpt.segment_positions(segments)[0], [0, 1, 2, 0, 1, 0, 1, 2, 3])
+  np.testing.assert_array_equal(positions.segment_positions(segments)[0], [0, 1, 2, 0, 1, 0, 1, 2, 3])
 
 
 def test_masked_tokens_get_no_gradient():

@@ -5,7 +5,7 @@ import pytest
 
 from pretrain import models
 from pretrain.objectives import next_token
-from pretrain.models import gpt
+from pretrain.models import gpt, positions
 from pretrain.models.gpt import GPTConfig
 
 
@@ -48,7 +48,7 @@ def test_rotary_scores_depend_only_on_the_offset():
   q_Q, k_Q = rng.normal(size=(2, 8)).astype(np.float32)
   T = 12
   tile = lambda v: jnp.asarray(np.broadcast_to(v, (1, T, 1, 8)))
-  rq_TxQ, rk_TxQ = np.asarray(gpt.rotary(tile(q_Q)))[0, :, 0], np.asarray(gpt.rotary(tile(k_Q)))[0, :, 0]
+  rq_TxQ, rk_TxQ = np.asarray(positions.rotary(tile(q_Q)))[0, :, 0], np.asarray(positions.rotary(tile(k_Q)))[0, :, 0]
   scores_TxT = rq_TxQ @ rk_TxQ.T
   for offset in range(-3, 4):
     diagonal = np.diagonal(scores_TxT, offset)

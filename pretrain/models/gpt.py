@@ -16,11 +16,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from pretrain import models, tree
-from pretrain.models import matmul
+from pretrain.models import matmul, positions
 from pretrain.errors import ConfigError
 
 OBJECTIVES = ("next_token",)
@@ -181,45 +180,6 @@ def _layer_norm(config, name):
                       name=name)
 
 
-def rope_frequencies(Q: int, theta: float = 10000.0, scaling: tuple = ()) -> np.ndarray:
-  """The Q/2 rotary frequencies theta^(-2i/Q) (float32, computed as Transformers does), rescaled as `scaling`
-  says: "linear" divides them all by the factor; "llama3" divides the low ones (wavelengths past
-  original_context / low_freq_factor) by it, keeps the high ones (below original_context / high_freq_factor)
-  and interpolates between."""
-  inv_freq = (np.float32(1.0) / (np.float32(theta) ** (np.arange(0, Q, 2).astype(np.float32) / np.float32(Q))))
-  if not scaling:
-    return inv_freq
-  kind, factor, *rest = scaling
-  if kind == "linear":
-    return (inv_freq / np.float32(factor)).astype(np.float32)
-  low, high, original = rest
-  wavelength = 2 * math.pi / inv_freq
-  scaled = np.where(wavelength > original / low, inv_freq / factor, inv_freq)
-  smooth = (original / wavelength - low) / (high - low)
-  smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-  medium = ~(wavelength < original / high) & ~(wavelength > original / low)
-  return np.where(medium, smoothed, scaled).astype(np.float32)
-
-
-def rotary(x_BxTxHxQ, positions_BxT=None, base: float = 10000.0, scaling: tuple = ()):
-  """Rotary position embedding (RoFormer): each pair (x_i, x_{i+Q/2}) of a head turns by the angle
-  t * base^(-2i/Q) at position t, so a query-key product depends on the offset between their positions only.
-  positions_BxT: each token's position t; default 0..T-1 (a cache's later tokens and left-padded rows differ)."""
-  T, Q = x_BxTxHxQ.shape[1], x_BxTxHxQ.shape[3]
-  inv_freq_F = rope_frequencies(Q, base, scaling)
-  if positions_BxT is None:
-    # Constants: XLA:CPU would otherwise recompute sin and cos inside every fusion that reads them.
-    angle_BxTxF = (np.arange(T, dtype=np.float32)[:, None] * inv_freq_F[None])[None]
-    cos_BxTx1xF, sin_BxTx1xF = np.cos(angle_BxTxF)[:, :, None], np.sin(angle_BxTxF)[:, :, None]
-  else:
-    angle_BxTxF = positions_BxT.astype(jnp.float32)[:, :, None] * jnp.asarray(inv_freq_F)[None, None]
-    cos_BxTx1xF, sin_BxTx1xF = jnp.cos(angle_BxTxF)[:, :, None], jnp.sin(angle_BxTxF)[:, :, None]
-  a_BxTxHxF, b_BxTxHxF = jnp.split(x_BxTxHxQ.astype(jnp.float32), 2, axis=-1)
-  rotated = jnp.concatenate([a_BxTxHxF * cos_BxTx1xF - b_BxTxHxF * sin_BxTx1xF,
-                             b_BxTxHxF * cos_BxTx1xF + a_BxTxHxF * sin_BxTx1xF], axis=-1)
-  return rotated.astype(x_BxTxHxQ.dtype)
-
-
 def _rms_norm(x, eps: float = 1e-6):
   """Each head's vector scaled to unit root-mean-square, without a learned gain (QK-norm)."""
   x32 = x.astype(jnp.float32)
@@ -245,8 +205,8 @@ class CausalSelfAttention(nn.Module):
     if c.qk_norm:  # Bounds the attention logits, so a high learning rate cannot blow them up.
       q_BxTxHxQ, k_BxTxKxQ = _rms_norm(q_BxTxHxQ), _rms_norm(k_BxTxKxQ)
     if c.position == "rope":
-      q_BxTxHxQ = rotary(q_BxTxHxQ, positions_BxT, c.rope_theta, c.rope_scaling)
-      k_BxTxKxQ = rotary(k_BxTxKxQ, positions_BxT, c.rope_theta, c.rope_scaling)
+      q_BxTxHxQ = positions.rotary(q_BxTxHxQ, positions_BxT, c.rope_theta, c.rope_scaling)
+      k_BxTxKxQ = positions.rotary(k_BxTxKxQ, positions_BxT, c.rope_theta, c.rope_scaling)
     valid_BxT = jnp.ones((B, T), bool) if valid_BxT is None and decode else valid_BxT
     if segment_ids_BxT is not None:  # Documents packed in one row attend within themselves only.
       same_segment_Bx1xTxT = segment_ids_BxT[:, None, :, None] == segment_ids_BxT[:, None, None, :]
@@ -419,7 +379,7 @@ class GPT(nn.Module):
     Generation (pretrain/sample.py) passes positions_BxT (default 0..T-1), valid_BxT (False at padding, which
     no position attends to) and decode=True (attention reads and extends the "cache" collection)."""
     if segment_ids_BxT is not None:  # data.document_mask: positions restart at each document.
-      positions_BxT = segment_positions(segment_ids_BxT)
+      positions_BxT = positions.segment_positions(segment_ids_BxT)
     x_BxTxD = self.drop(self.embed(tokens_BxT, positions_BxT, token_types_BxT), deterministic=not train)
     generating = decode or positions_BxT is not None or valid_BxT is not None
     if self.config.scan_layers:
@@ -470,15 +430,6 @@ class GPT(nn.Module):
     if c.bf16_matmul:
       return matmul.matmul(x_BxTxD.astype(c.dtype), self.wte.embedding.astype(c.dtype).T).astype(jnp.float32)
     return self.wte.attend(x_BxTxD).astype(jnp.float32)
-
-
-def segment_positions(segment_ids_BxT):
-  """Each token's position within its document (segment ids non-decreasing along a row)."""
-  T = segment_ids_BxT.shape[1]
-  starts_BxT = jnp.concatenate([jnp.ones_like(segment_ids_BxT[:, :1], bool),
-                                segment_ids_BxT[:, 1:] != segment_ids_BxT[:, :-1]], axis=1)
-  first_BxT = jax.lax.cummax(jnp.where(starts_BxT, jnp.arange(T), 0), axis=1)
-  return jnp.arange(T) - first_BxT
 
 
 def generation_steps(model, params, length: int):
