@@ -412,24 +412,27 @@ class GPT(nn.Module):
     N = -(-T // C)
     x_NxBxCxD = jnp.pad(x_BxTxD, ((0, 0), (0, N * C - T), (0, 0))).reshape(B, N, C, D).transpose(1, 0, 2, 3)
     t_NxBxC = jnp.pad(targets_BxT, ((0, 0), (0, N * C - T))).reshape(B, N, C).transpose(1, 0, 2)
+    # Cast once here, not in every chunk.
     head_DxV = (self.wte.embedding.T if c.tie_embeddings else self.lm_head.variables["params"]["kernel"]).astype(c.dtype)
 
     @jax.checkpoint
     def chunk_nll(head_DxV, x_BxCxD, t_BxC):
-      x_BxCxD = x_BxCxD.astype(c.dtype)
-      logits_BxCxV = matmul.matmul(x_BxCxD, head_DxV) if c.bf16_matmul else jnp.dot(x_BxCxD, head_DxV)
-      return optax.softmax_cross_entropy_with_integer_labels(logits_BxCxV.astype(jnp.float32), t_BxC)
+      return optax.softmax_cross_entropy_with_integer_labels(_head_logits(c, x_BxCxD, head_DxV), t_BxC)
 
     nll_NxBxC = jax.lax.map(lambda xt: chunk_nll(head_DxV, *xt), (x_NxBxCxD, t_NxBxC))
     return nll_NxBxC.transpose(1, 0, 2).reshape(B, N * C)[:, :T]
 
   def logits(self, x_BxTxD):
-    c = self.config
-    if not c.tie_embeddings:
+    if not self.config.tie_embeddings:
       return self.lm_head(x_BxTxD).astype(jnp.float32)
-    if c.bf16_matmul:
-      return matmul.matmul(x_BxTxD.astype(c.dtype), self.wte.embedding.astype(c.dtype).T).astype(jnp.float32)
-    return self.wte.attend(x_BxTxD).astype(jnp.float32)
+    return _head_logits(self.config, x_BxTxD, self.wte.embedding.T)
+
+
+def _head_logits(config, x_BxTxD, head_DxV):
+  """Float32 logits of features against a [D, V] head, computed in the model's dtype (as nn.Embed.attend does),
+  through matmul.py where config.bf16_matmul says."""
+  x_BxTxD, head_DxV = x_BxTxD.astype(config.dtype), head_DxV.astype(config.dtype)
+  return (matmul.matmul(x_BxTxD, head_DxV) if config.bf16_matmul else jnp.dot(x_BxTxD, head_DxV)).astype(jnp.float32)
 
 
 def generation_steps(model, params, length: int):
