@@ -115,3 +115,29 @@ def test_flops_per_token_counts_like_nanogpt(tmp_path):
   assert models.flops_per_token(c, {"backbone": params}, forward_flops=None) == expected
   lstm = tiny_config(**{"model.family": "lstm"})
   assert models.flops_per_token(lstm, params, forward_flops=None) == 6 * 1007
+
+
+def test_gelu_is_the_erf_formula_computed_in_float32():
+  x = jnp.linspace(-9, 9, 2001)
+  for approximate in (False, True):
+    # Absolute: below x = -5 both values are under 1e-6, and 1 + erf there cancels to a few ulps (as PyTorch's).
+    np.testing.assert_allclose(gpt.gelu(x, approximate), jax.nn.gelu(x, approximate=approximate), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(jax.vmap(jax.grad(lambda v: gpt.gelu(v, approximate)))(x),
+                               jax.vmap(jax.grad(lambda v: jax.nn.gelu(v, approximate=approximate)))(x),
+                               rtol=1e-5, atol=1e-6)
+  # bfloat16 in, bfloat16 out, rounded once from the float32 value (jax.nn.gelu rounds after every operation).
+  x16 = x.astype(jnp.bfloat16)
+  out = gpt.gelu(x16, False)
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(out, gpt.gelu(x16.astype(jnp.float32), False).astype(jnp.bfloat16))
+
+
+@pytest.mark.parametrize("kw", [{}, {"num_kv_heads": 1, "position": "rope"}])
+def test_attention_gradient_has_no_zero_padded_sums(kw):
+  """Queries, keys and values are split from c_attn's output, not sliced: a slice's gradient is the cotangent
+  zero-padded to the whole width, three of them summed, which XLA:CPU ran as the costliest elementwise
+  fusion of the backward pass; a split's gradient is one concatenation."""
+  model, tokens = _model(**kw), jnp.zeros((2, 16), jnp.int32)
+  params = model.init(jax.random.key(0), tokens)
+  hlo = jax.jit(jax.grad(lambda p: jnp.sum(model.apply(p, tokens) ** 2))).lower(params).as_text()
+  assert "stablehlo.pad" not in hlo

@@ -96,5 +96,5 @@ class BERT(gpt.GPT):
 
   def __call__(self, tokens_BxT, train: bool = False, token_types_BxT=None):
     x_BxTxD = self.features(tokens_BxT, train, token_types_BxT=token_types_BxT)
-    h_BxTxD = self.mlm_ln(nn.gelu(self.mlm_dense(x_BxTxD), approximate=self.config.gelu_approximate))
+    h_BxTxD = self.mlm_ln(gpt.gelu(self.mlm_dense(x_BxTxD), self.config.gelu_approximate))
     return self.mlm_bias(self.wte.attend(h_BxTxD)).astype(jnp.float32)
