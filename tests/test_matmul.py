@@ -72,6 +72,31 @@ def test_every_dense_dot_of_a_training_step_stays_bfloat16_on_cpu():
   assert _float32_matrix_dots(hlo["auto"]) == 0
 
 
+def _dots(jaxpr) -> list:
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      found.append(eqn)
+    for value in eqn.params.values():  # Inner jaxprs: custom VJPs, remat, scan bodies.
+      inner = getattr(value, "jaxpr", value)
+      if hasattr(inner, "eqns"):
+        found += _dots(inner)
+  return found
+
+
+@pytest.mark.parametrize("extra", [{}, {"num_kv_heads": 1}])
+def test_no_dot_of_a_training_step_returns_bfloat16(extra):
+  """The form XLA:CPU widens to float32: a bf16 result. Dense layers multiply bf16 into float32; attention,
+  whose dots it would widen anyway, computes in float32."""
+  tokens_BxT = jax.random.randint(jax.random.key(0), (4, 17), 0, 65)
+  model = _gpt("f32_accumulate", **extra)
+  params = model.init(jax.random.key(1), tokens_BxT[:, :-1])
+  jaxpr = jax.make_jaxpr(jax.grad(lambda p: jnp.sum(model.apply(p, tokens_BxT[:, :-1]) ** 2)))(params)
+  dots = _dots(jaxpr.jaxpr)
+  assert len(dots) >= 2 * 3 * 6  # Per layer: 4 dense layers and 2 attention products, each forward and 2 gradients.
+  assert [d for d in dots if d.outvars[0].aval.dtype == jnp.bfloat16] == []
+
+
 def test_the_weight_gradient_keeps_the_batch_sharding():
   """Under a data x tensor mesh the weight gradient is summed across the data axis (one all-reduce), never
   gathered: the per-row transposes keep the batch axis sharded."""

@@ -257,8 +257,10 @@ class CausalSelfAttention(nn.Module):
       if segment_ids_BxT is not None:  # [B, 1, T, T], an arbitrary pattern per row: XLA's kernel takes it.
         mask = same_segment_Bx1xTxT if mask is None else mask & same_segment_Bx1xTxT
         implementation = "xla"
+      if c.bf16_matmul:  # XLA:CPU widens attention's bf16 dots to float32 anyway; so it rounds nothing in between.
+        q_BxTxHxQ, k_BxTxKxQ, v_BxTxKxQ = (a.astype(jnp.float32) for a in (q_BxTxHxQ, k_BxTxKxQ, v_BxTxKxQ))
       y_BxTxHxQ = jax.nn.dot_product_attention(q_BxTxHxQ, k_BxTxKxQ, v_BxTxKxQ, mask=mask, is_causal=c.causal,
-                                               implementation=implementation)
+                                               implementation=implementation).astype(c.dtype)
     std = 0.02 / math.sqrt(2 * c.num_layers)  # GPT-2: scale residual projections by depth.
     y_BxTxD = _dense(D, c, std, "c_proj")(y_BxTxHxQ.reshape(B, T, D))
     return nn.Dropout(c.dropout)(y_BxTxD, deterministic=not train)
