@@ -6,9 +6,9 @@ Prints, for the machine it runs on (the CPU model and its vector extensions firs
 1. matmul throughput at the :cpu step's shapes, each library on its defaults (all cores): XLA's float32 dot,
    XLA's bfloat16 dot (result bfloat16, what `x @ w` is), bfloat16 operands into a float32 result
    (pretrain.models.matmul, model.bf16_matmul), and PyTorch's float32 and bfloat16 `mm`;
-2. one jax.profiler trace of the config's steps 100..120, its time per step split by kind: matmuls in
-   YNNPACK, matmuls XLA computes itself, the collectives of pmap and meshes (waits included), and the
-   elementwise fusions, with the five costliest operations.
+2. one jax.profiler trace of the config's steps 100..120, its time per step split by kind: YNNPACK's
+   fusions (matmuls, and the reductions XLA gives it too), matmuls XLA computes itself, the collectives of
+   pmap and meshes (waits included), and the elementwise fusions, with the five costliest operations.
 Run it on each machine a speed figure is reported for; BENCHMARKS.md keeps the results.
 """
 import argparse
@@ -72,7 +72,7 @@ def matmul_table() -> list[tuple]:
 
 def _kind(name: str) -> str:
   if name.startswith("ynn_fusion"):
-    return "matmuls (YNNPACK)"
+    return "YNNPACK (matmuls, some reductions)"
   if name.startswith(("dot", "xnn_fusion", "onednn")):
     return "matmuls (XLA's own)"
   if name.startswith(("all-reduce", "all-gather", "reduce-scatter", "Rendezvous", "Wait", "collective")):

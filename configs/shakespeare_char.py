@@ -7,19 +7,20 @@ Hardware:  default: one GPU (6 layers, 6 heads, width 384, context 256, batch 64
            :speedrun: the fastest way found to val loss <= 1.88 on this 2-core CPU;
            :gpu: the default with bf16 compute, 10 updates per jitted call and an evaluation every 100
            steps: the baby GPT of benchmarks/gpu.sh, raced against nanoGPT to val loss 1.47.
-Expected:  :cpu val loss 1.783 at 2000 steps (nanoGPT: 1.8857), about 65 s on a 2-core CPU; default:
+Expected:  :cpu val loss 1.781 at 2000 steps (nanoGPT: 1.8857), about 55 s on a 2-core CPU; default:
            nanoGPT reaches ~1.47 with learned positions (not measured here).
            :speedrun: 24-34 s for the whole command with a warm compilation cache (nanoGPT's 2000 iterations:
            97-101 s of training in the same session), whole-split val loss 1.8311 (seed 0) / 1.8225 (seed 1);
-           2026-12-02, ../shared/checks/13-speedrun and REPRODUCTIONS.md; 24 s, 1.8405 on 2026-12-04 with
-           model.bf16_matmul=auto (BENCHMARKS.md).
+           2026-12-02, ../shared/checks/13-speedrun and REPRODUCTIONS.md; 22 s, 1.8315 on 2026-12-04 with
+           model.bf16_matmul=auto, GELU through erf and float32 attention (BENCHMARKS.md).
 Data:      the first 90% of the characters train, the last 10% validate, as in nanoGPT.
 
 Every hyperparameter of :cpu is nanoGPT's; the departures are rotary position embeddings
 (model.position=rope) in place of its learned position table, and bfloat16 compute on 2 CPU devices.
 Measured on :cpu (seed 0, 20 eval batches, f32, 2026-12-01): 1.7738 with rope, 1.8937 with
 --config.model.position=learned, which is nanoGPT's architecture exactly; bf16 on 2 devices: 1.7777
-(1.7829 with bf16 operands into f32 results, model.bf16_matmul=auto, 2026-12-04).
+(1.7829 with bf16 operands into f32 results, model.bf16_matmul=auto, 2026-12-04; 1.7810 with GELU in
+float32 through erf and float32 attention, the same day).
 """
 from configs import base
 
