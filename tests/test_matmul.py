@@ -84,14 +84,15 @@ def _dots(jaxpr) -> list:
   return found
 
 
-@pytest.mark.parametrize("extra", [{}, {"num_kv_heads": 1}])
+@pytest.mark.parametrize("extra", [{}, {"num_kv_heads": 1}, {"dropout": 0.1}])
 def test_no_dot_of_a_training_step_returns_bfloat16(extra):
   """The form XLA:CPU widens to float32: a bf16 result. Dense layers multiply bf16 into float32; attention,
-  whose dots it would widen anyway, computes in float32."""
+  whose dots it would widen anyway, computes in float32 (also where dropout writes it out)."""
   tokens_BxT = jax.random.randint(jax.random.key(0), (4, 17), 0, 65)
   model = _gpt("f32_accumulate", **extra)
   params = model.init(jax.random.key(1), tokens_BxT[:, :-1])
-  jaxpr = jax.make_jaxpr(jax.grad(lambda p: jnp.sum(model.apply(p, tokens_BxT[:, :-1]) ** 2)))(params)
+  loss = lambda p: jnp.sum(model.apply(p, tokens_BxT[:, :-1], train=True, rngs={"dropout": jax.random.key(2)}) ** 2)
+  jaxpr = jax.make_jaxpr(jax.grad(loss))(params)
   dots = _dots(jaxpr.jaxpr)
   assert len(dots) >= 2 * 3 * 6  # Per layer: 4 dense layers and 2 attention products, each forward and 2 gradients.
   assert [d for d in dots if d.outvars[0].aval.dtype == jnp.bfloat16] == []

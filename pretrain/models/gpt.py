@@ -218,6 +218,9 @@ class CausalSelfAttention(nn.Module):
       q_BxTxHxQ = positions.rotary(q_BxTxHxQ, positions_BxT, c.rope_theta, c.rope_scaling)
       k_BxTxKxQ = positions.rotary(k_BxTxKxQ, positions_BxT, c.rope_theta, c.rope_scaling)
     valid_BxT = jnp.ones((B, T), bool) if valid_BxT is None and decode else valid_BxT
+    if c.bf16_matmul and not decode:
+      # XLA:CPU widens attention's bf16 dots to float32 anyway; in float32 it rounds nothing between them.
+      q_BxTxHxQ, k_BxTxKxQ, v_BxTxKxQ = (a.astype(jnp.float32) for a in (q_BxTxHxQ, k_BxTxKxQ, v_BxTxKxQ))
     if segment_ids_BxT is not None:  # Documents packed in one row attend within themselves only.
       same_segment_Bx1xTxT = segment_ids_BxT[:, None, :, None] == segment_ids_BxT[:, None, None, :]
     if decode:
@@ -248,7 +251,7 @@ class CausalSelfAttention(nn.Module):
       if c.causal:
         allowed_Bx1xTxT = allowed_Bx1xTxT & jnp.tril(jnp.ones((T, T), bool))
       scores_BxHxTxT = jnp.where(allowed_Bx1xTxT, scores_BxHxTxT, jnp.finfo(scores_BxHxTxT.dtype).min)
-      weights_BxHxTxT = jax.nn.softmax(scores_BxHxTxT.astype(jnp.float32), axis=-1).astype(c.dtype)
+      weights_BxHxTxT = jax.nn.softmax(scores_BxHxTxT.astype(jnp.float32), axis=-1).astype(q_BxTxHxQ.dtype)
       weights_BxHxTxT = nn.Dropout(c.dropout)(weights_BxHxTxT, deterministic=not train)
       y_BxTxHxQ = jnp.einsum("bhts,bshq->bthq", weights_BxHxTxT, v_BxTxHxQ)
     else:
@@ -257,12 +260,10 @@ class CausalSelfAttention(nn.Module):
       if segment_ids_BxT is not None:  # [B, 1, T, T], an arbitrary pattern per row: XLA's kernel takes it.
         mask = same_segment_Bx1xTxT if mask is None else mask & same_segment_Bx1xTxT
         implementation = "xla"
-      if c.bf16_matmul:  # XLA:CPU widens attention's bf16 dots to float32 anyway; so it rounds nothing in between.
-        q_BxTxHxQ, k_BxTxKxQ, v_BxTxKxQ = (a.astype(jnp.float32) for a in (q_BxTxHxQ, k_BxTxKxQ, v_BxTxKxQ))
       y_BxTxHxQ = jax.nn.dot_product_attention(q_BxTxHxQ, k_BxTxKxQ, v_BxTxKxQ, mask=mask, is_causal=c.causal,
-                                               implementation=implementation).astype(c.dtype)
+                                               implementation=implementation)
     std = 0.02 / math.sqrt(2 * c.num_layers)  # GPT-2: scale residual projections by depth.
-    y_BxTxD = _dense(D, c, std, "c_proj")(y_BxTxHxQ.reshape(B, T, D))
+    y_BxTxD = _dense(D, c, std, "c_proj")(y_BxTxHxQ.reshape(B, T, D).astype(c.dtype))
     return nn.Dropout(c.dropout)(y_BxTxD, deterministic=not train)
 
 
