@@ -2,7 +2,8 @@
 
   python -m benchmarks.cpu_profile [--shared ../shared] [--config configs/shakespeare_char.py:cpu] [extra overrides]
 
-Prints, for the machine it runs on (the CPU model and its vector extensions first):
+Prints, for the machine it runs on (the CPU model and its vector extensions first, then the instruction
+sets YNNPACK's bf16 dot kernels exist for in the installed jaxlib, e.g. amxbf16 for Intel's AMX):
 1. matmul throughput at the :cpu step's shapes, each library on its defaults (all cores): XLA's float32 dot,
    XLA's bfloat16 dot (result bfloat16, what `x @ w` is), bfloat16 operands into a float32 result
    (pretrain.models.matmul, model.bf16_matmul), and PyTorch's float32 and bfloat16 `mm`;
@@ -34,6 +35,19 @@ def cpu_model() -> str:
   flags = set(re.search(r"flags\s*:\s*(.*)", info).group(1).split()) if "flags" in info else set()
   isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
   return f"{model.group(1).strip() if model else platform.processor()} ({os.cpu_count()} cores; {' '.join(isa)})"
+
+
+def ynnpack_bf16_kernels() -> list[str]:
+  """The instruction sets of the bf16-into-f32 dot kernels YNNPACK has in the installed jaxlib (read from its
+  symbol names): which of them this CPU can run decides what model.bf16_matmul's matmuls run on."""
+  import mmap
+  import jaxlib
+  path = os.path.join(os.path.dirname(jaxlib.__file__), "libjax_common.so")
+  if not os.path.exists(path):
+    return []
+  with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as image:
+    found = re.findall(rb"dot_bf16_bf16_fp32_\d+x\d+x\d+_\d+x\d+x\d+_([a-z0-9]+)E", image)
+  return sorted({isa.decode() for isa in found})
 
 
 def _rate(fn, flops, seconds=0.5):
@@ -112,6 +126,7 @@ def main(argv=None):
   p.add_argument("--config", default="configs/shakespeare_char.py:cpu")
   o, extra = p.parse_known_args(argv)  # The rest: --config.x=y overrides for the profiled run.
   print(f"{time.strftime('%Y-%m-%d')}: {cpu_model()}")
+  print(f"YNNPACK's bf16 -> f32 dot kernels in this jaxlib: {', '.join(ynnpack_bf16_kernels()) or 'none found'}")
   print("\n| M x K x N | XLA f32 | XLA bf16 (bf16 result) | bf16 -> f32 (matmul.py) | PyTorch f32 | PyTorch bf16 |")
   print("|---|---|---|---|---|---|")
   for name, *rates in matmul_table():
